@@ -1,0 +1,351 @@
+"""Chains of filters and the per-request engine that runs them.
+
+A ``Chain`` is an ordered list of filters. Request phases run first to last, response phases
+last to first (Envoy's decoder/encoder order). A hook that returns a ``Reply`` stops the phase:
+later filters never see the request, and the reply travels back through the response hooks of
+the filter that sent it and of every filter before it (so CORS or security headers still
+decorate a 401 from an auth filter; ``response.is_local_reply`` tells them apart).
+
+The engine, ``Stream``, does no I/O. Each phase method is a generator that yields only when a
+hook is ``async`` and needs awaiting; ``drive_sync`` runs it where nothing can be awaited
+(Wasm, the sync test host) and ``drive_async`` where it can (the sidecar). One logic, two
+drivers, no duplicated chain code per runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Generator, Sequence
+from typing import Any, Protocol, TypeVar
+
+from ._attributes import Attributes
+from ._errors import FilterDefinitionError, PlacementError
+from ._filter import FailureMode, HttpFilter
+from ._headers import Headers
+from ._messages import Request, Response
+from ._metadata import Metadata, MetadataStore
+from ._phases import BodyMode, Phase, ProcessingNeeds
+from ._reply import Reply
+
+__all__ = [
+    "Chain",
+    "Stream",
+    "ChainObserver",
+    "PhaseRun",
+    "drive_sync",
+    "drive_async",
+    "header_changes",
+    "DEFAULT_ERROR_REPLY",
+]
+
+log = logging.getLogger("envoykit.chain")
+
+#: What a client gets when a fail-closed filter raises: nothing about the error itself.
+DEFAULT_ERROR_REPLY = Reply(500, "internal server error\n", details="envoykit_filter_error")
+
+T = TypeVar("T")
+
+#: A running phase: yields awaitables (async hooks only), returns the final local reply, if any.
+PhaseRun = Generator[Awaitable[Any], Any, T]
+
+_BODY_LOCKED = "the body can only be changed in a body hook (on_request_body/on_response_body)"
+
+
+class ChainObserver(Protocol):
+    """Receives one call per hook run; runtimes plug metrics in here."""
+
+    def hook_done(
+        self, chain: str, filter_name: str, phase: Phase, seconds: float, failed: bool
+    ) -> None: ...
+
+
+class Chain:
+    """An ordered list of filters that runs as one unit in any placement."""
+
+    def __init__(
+        self,
+        filters: Sequence[HttpFilter[Any, Any]],
+        *,
+        name: str = "default",
+        error_reply: Reply = DEFAULT_ERROR_REPLY,
+        observer: ChainObserver | None = None,
+    ) -> None:
+        self.filters: tuple[HttpFilter[Any, Any], ...] = tuple(filters)
+        self.name = name
+        self.error_reply = error_reply
+        self.observer = observer
+        seen: set[str] = set()
+        for f in self.filters:
+            if not isinstance(f, HttpFilter):
+                raise FilterDefinitionError(f"chain {name!r}: {f!r} is not an HttpFilter instance")
+            if f.name in seen:
+                raise FilterDefinitionError(
+                    f"chain {name!r}: two filters are named {f.name!r}; give one a distinct name="
+                )
+            seen.add(f.name)
+        needs = ProcessingNeeds()
+        for f in self.filters:
+            needs = needs | f.needs()
+        #: The union of what the filters need; runtimes ask Envoy for exactly this.
+        self.needs = needs
+        # Precomputed per phase: (index, filter, bound hook, is_async) in run order.
+        self._plan: dict[Phase, tuple[tuple[int, HttpFilter[Any, Any], Any, bool], ...]] = {}
+        for phase in Phase:
+            order = range(len(self.filters))
+            if not phase.is_request:
+                order = reversed(order)  # type: ignore[assignment]
+            self._plan[phase] = tuple(
+                (i, self.filters[i], getattr(self.filters[i], phase.hook_name), type(self.filters[i]).is_async(phase))
+                for i in order
+                if type(self.filters[i]).overrides(phase)
+            )
+
+    @property
+    def async_hooks(self) -> list[str]:
+        """``filter.hook`` for every ``async def`` hook in the chain."""
+        return [f"{f.name}.{hook}" for f in self.filters for hook in type(f).async_hooks()]
+
+    def require_sync(self, placement: str) -> None:
+        """Raise ``PlacementError`` if any hook is async (for placements that cannot await)."""
+        hooks = self.async_hooks
+        if hooks:
+            raise PlacementError(
+                f"chain {self.name!r} cannot run {placement}: async hooks {', '.join(hooks)} "
+                "can only run in the ext_proc/ext_authz sidecar; make them plain `def`"
+            )
+
+    def stream(
+        self,
+        attributes: Attributes | None = None,
+        metadata: MetadataStore | None = None,
+    ) -> Stream:
+        """Start processing one request."""
+        return Stream(self, attributes or Attributes(), metadata or MetadataStore())
+
+    def __repr__(self) -> str:
+        return f"Chain({self.name!r}, {[f.name for f in self.filters]})"
+
+
+class Stream:
+    """One request going through a chain. Runtimes call the phase methods in HTTP order."""
+
+    __slots__ = ("chain", "attributes", "metadata", "states", "request", "response", "finished", "_view")
+
+    def __init__(self, chain: Chain, attributes: Attributes, metadata: MetadataStore) -> None:
+        self.chain = chain
+        self.attributes = attributes
+        self.metadata = metadata
+        self.states = [f.new_state() for f in chain.filters]
+        self._view = Metadata(metadata, "envoykit")
+        self.request: Request | None = None
+        self.response: Response | None = None
+        #: Set once a local reply has been produced: no further phase will run.
+        self.finished = False
+
+    # -- request side ----------------------------------------------------------------------
+    def request_headers(self, headers: Headers, end_of_stream: bool = False) -> PhaseRun[Response | None]:
+        self.request = Request(headers, attributes=self.attributes, metadata=self._view, end_of_stream=end_of_stream)
+        self.request.headers.unfreeze()
+        return self._run(Phase.REQUEST_HEADERS, self.request)
+
+    def request_body(self, data: bytes, end_of_stream: bool) -> PhaseRun[Response | None]:
+        request = self._need_request()
+        request._load_body(data, end_of_stream)
+        if self.chain.needs.request_body is BodyMode.STREAMED:
+            request.headers.freeze("in streamed mode the headers went upstream before the body")
+        return self._run(Phase.REQUEST_BODY, request)
+
+    def request_trailers(self, trailers: Headers) -> PhaseRun[Response | None]:
+        request = self._need_request()
+        request.trailers = trailers
+        request.end_of_stream = True
+        request.headers.freeze("the request headers went upstream before the trailers")
+        return self._run(Phase.REQUEST_TRAILERS, request)
+
+    # -- response side ---------------------------------------------------------------------
+    def response_headers(self, headers: Headers, end_of_stream: bool = False) -> PhaseRun[Response | None]:
+        request = self._need_request()
+        request.headers.freeze("the request has already gone upstream")
+        self.response = Response(
+            headers, request=request, attributes=self.attributes, metadata=self._view, end_of_stream=end_of_stream
+        )
+        return self._run(Phase.RESPONSE_HEADERS, self.response)
+
+    def response_body(self, data: bytes, end_of_stream: bool) -> PhaseRun[Response | None]:
+        response = self._need_response()
+        response._load_body(data, end_of_stream)
+        if self.chain.needs.response_body is BodyMode.STREAMED:
+            response.headers.freeze("in streamed mode the headers went downstream before the body")
+        return self._run(Phase.RESPONSE_BODY, response)
+
+    def response_trailers(self, trailers: Headers) -> PhaseRun[Response | None]:
+        response = self._need_response()
+        response.trailers = trailers
+        response.end_of_stream = True
+        response.headers.freeze("the response headers went downstream before the trailers")
+        return self._run(Phase.RESPONSE_TRAILERS, response)
+
+    # -- engine ----------------------------------------------------------------------------
+    def _need_request(self) -> Request:
+        if self.request is None:
+            # A runtime may skip request headers (e.g. a response-only chain); start empty.
+            self.request = Request(Headers(), attributes=self.attributes, metadata=self._view)
+        return self.request
+
+    def _need_response(self) -> Response:
+        if self.response is None:
+            self.response = Response(
+                Headers(), request=self._need_request(), attributes=self.attributes, metadata=self._view
+            )
+        return self.response
+
+    def _run(self, phase: Phase, message: Request | Response, below: int | None = None) -> PhaseRun[Response | None]:
+        """Run ``phase``'s hooks; on a reply, finish it through the response hooks."""
+        body_hook = phase in (Phase.REQUEST_BODY, Phase.RESPONSE_BODY)
+        for index, flt, hook, is_async in self.chain._plan[phase]:
+            if below is not None and index > below:
+                continue
+            outcome = yield from self._call(phase, index, flt, hook, is_async, message, body_hook)
+            if outcome is not None:
+                return (yield from self._local_reply(outcome, index, replier_included=phase.is_request))
+        return None
+
+    def _call(
+        self,
+        phase: Phase,
+        index: int,
+        flt: HttpFilter[Any, Any],
+        hook: Any,
+        is_async: bool,
+        message: Request | Response,
+        body_hook: bool,
+    ) -> Generator[Awaitable[Any], Any, Reply | None]:
+        self._view.namespace = flt.metadata_namespace
+        headers_snap = message.headers.checkpoint()
+        body_snap = (message._body, message._body_changed)
+        meta_snap = self.metadata.checkpoint(flt.metadata_namespace)
+        started = time.perf_counter()
+        failed = False
+        try:
+            result = hook(message, self.states[index])
+            if is_async:
+                result = yield result
+            if result is not None and not isinstance(result, Reply):
+                raise FilterDefinitionError(
+                    f"{flt.name}.{phase.hook_name} returned {result!r}; return None or a Reply"
+                )
+            if not body_hook and message._body_changed and message._body is not body_snap[0]:
+                raise FilterDefinitionError(f"{flt.name}.{phase.hook_name}: {_BODY_LOCKED}")
+            return result
+        except Exception as exc:  # noqa: BLE001 - a filter bug must never take the stream down
+            failed = True
+            message.headers.rollback(headers_snap)
+            message._body, message._body_changed = body_snap
+            self.metadata.rollback(flt.metadata_namespace, meta_snap)
+            return self._on_error(flt, phase, exc)
+        finally:
+            observer = self.chain.observer
+            if observer is not None:
+                observer.hook_done(self.chain.name, flt.name, phase, time.perf_counter() - started, failed)
+
+    def _on_error(self, flt: HttpFilter[Any, Any], phase: Phase, exc: Exception) -> Reply | None:
+        mode = flt.failure_mode
+        request_id = self.attributes.request_id or (
+            self.request.headers.get("x-request-id") if self.request else None
+        )
+        log.error(
+            "filter %r raised in %s (chain %r, request %s); failing %s",
+            flt.name,
+            phase.hook_name,
+            self.chain.name,
+            request_id or "-",
+            mode.value,
+            exc_info=exc,
+        )
+        if mode is FailureMode.OPEN:
+            return None
+        return self.chain.error_reply
+
+    def _local_reply(
+        self, reply: Reply, index: int, *, replier_included: bool
+    ) -> Generator[Awaitable[Any], Any, Response]:
+        """Turn ``reply`` into the final response, through the response hooks of filters
+        ``index..0`` (the replier itself only when it replied in a request phase)."""
+        while True:
+            response = self._reply_response(reply)
+            limit = index if replier_included else index - 1
+            again: tuple[Reply, int] | None = None
+            for phase in (Phase.RESPONSE_HEADERS, Phase.RESPONSE_BODY):
+                body_hook = phase is Phase.RESPONSE_BODY
+                if body_hook:
+                    response.end_of_stream = True
+                for i, flt, hook, is_async in self.chain._plan[phase]:
+                    if i > limit:
+                        continue
+                    outcome = yield from self._call(phase, i, flt, hook, is_async, response, body_hook)
+                    if outcome is not None:
+                        again = (outcome, i)
+                        break
+                if again:
+                    break
+            if again is None:
+                self.response = response
+                self.finished = True
+                return response
+            reply, index = again
+            replier_included = False
+
+    def _reply_response(self, reply: Reply) -> Response:
+        headers = Headers([(":status", str(reply.status)), *reply.headers])
+        if reply.body and "content-type" not in headers:
+            headers.set("content-type", "text/plain")
+        response = Response(
+            headers,
+            request=self._need_request(),
+            attributes=self.attributes,
+            metadata=self._view,
+            end_of_stream=not reply.body,
+            is_local_reply=True,
+        )
+        response._body = reply.body
+        self._need_request().headers.freeze("the request was answered locally")
+        return response
+
+
+def drive_sync(run: PhaseRun[T], placement: str = "here") -> T:
+    """Run a phase where nothing can be awaited; an async hook is a ``PlacementError``."""
+    try:
+        awaitable = run.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()  # avoid "coroutine was never awaited"
+    run.close()
+    raise PlacementError(f"an async hook cannot run {placement}; async hooks run only in the sidecar")
+
+
+async def drive_async(run: PhaseRun[T]) -> T:
+    """Run a phase, awaiting async hooks; a hook's exception is handled by the chain."""
+    try:
+        awaitable = run.send(None)
+        while True:
+            try:
+                value = await awaitable
+            except Exception as exc:  # noqa: BLE001 - delivered to the chain's error policy
+                awaitable = run.throw(exc)
+            else:
+                awaitable = run.send(value)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def header_changes(headers: Headers) -> list[tuple[str, list[str]]]:
+    """What filters changed since the last call: ``(name, final values)``; no values = removed.
+
+    Runtimes turn this into their host's mutation format, then the record starts afresh.
+    """
+    changes = [(name, headers.get_all(name)) for name in sorted(headers.touched)]
+    headers.clear_touched()
+    return changes
