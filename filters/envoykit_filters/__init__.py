@@ -1,1 +1,10 @@
-"""y"""
+"""envoykit's filter library: ready gateway features built on the envoykit SDK.
+
+Filters here import only the public ``envoykit`` API, never a runtime, so each one runs in
+every placement (sidecar, Wasm, component). They register short names under the
+``envoykit.filters`` entry-point group (see ``pyproject.toml``) for gateway files.
+"""
+
+from .basic import AddHeaders, DenyPaths, NoOp
+
+__all__ = ["AddHeaders", "DenyPaths", "NoOp"]

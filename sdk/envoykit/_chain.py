@@ -55,9 +55,7 @@ _BODY_LOCKED = "the body can only be changed in a body hook (on_request_body/on_
 class ChainObserver(Protocol):
     """Receives one call per hook run; runtimes plug metrics in here."""
 
-    def hook_done(
-        self, chain: str, filter_name: str, phase: Phase, seconds: float, failed: bool
-    ) -> None: ...
+    def hook_done(self, chain: str, filter_name: str, phase: Phase, seconds: float, failed: bool) -> None: ...
 
 
 class Chain:
@@ -96,7 +94,12 @@ class Chain:
             if not phase.is_request:
                 order = reversed(order)  # type: ignore[assignment]
             self._plan[phase] = tuple(
-                (i, self.filters[i], getattr(self.filters[i], phase.hook_name), type(self.filters[i]).is_async(phase))
+                (
+                    i,
+                    self.filters[i],
+                    getattr(self.filters[i], phase.hook_name),
+                    type(self.filters[i]).is_async(phase),
+                )
                 for i in order
                 if type(self.filters[i]).overrides(phase)
             )
@@ -130,7 +133,7 @@ class Chain:
 class Stream:
     """One request going through a chain. Runtimes call the phase methods in HTTP order."""
 
-    __slots__ = ("chain", "attributes", "metadata", "states", "request", "response", "finished", "_view")
+    __slots__ = ("_view", "attributes", "chain", "finished", "metadata", "request", "response", "states")
 
     def __init__(self, chain: Chain, attributes: Attributes, metadata: MetadataStore) -> None:
         self.chain = chain
@@ -145,7 +148,9 @@ class Stream:
 
     # -- request side ----------------------------------------------------------------------
     def request_headers(self, headers: Headers, end_of_stream: bool = False) -> PhaseRun[Response | None]:
-        self.request = Request(headers, attributes=self.attributes, metadata=self._view, end_of_stream=end_of_stream)
+        self.request = Request(
+            headers, attributes=self.attributes, metadata=self._view, end_of_stream=end_of_stream
+        )
         self.request.headers.unfreeze()
         return self._run(Phase.REQUEST_HEADERS, self.request)
 
@@ -168,7 +173,11 @@ class Stream:
         request = self._need_request()
         request.headers.freeze("the request has already gone upstream")
         self.response = Response(
-            headers, request=request, attributes=self.attributes, metadata=self._view, end_of_stream=end_of_stream
+            headers,
+            request=request,
+            attributes=self.attributes,
+            metadata=self._view,
+            end_of_stream=end_of_stream,
         )
         return self._run(Phase.RESPONSE_HEADERS, self.response)
 
@@ -200,7 +209,9 @@ class Stream:
             )
         return self.response
 
-    def _run(self, phase: Phase, message: Request | Response, below: int | None = None) -> PhaseRun[Response | None]:
+    def _run(
+        self, phase: Phase, message: Request | Response, below: int | None = None
+    ) -> PhaseRun[Response | None]:
         """Run ``phase``'s hooks; on a reply, finish it through the response hooks."""
         body_hook = phase in (Phase.REQUEST_BODY, Phase.RESPONSE_BODY)
         for index, flt, hook, is_async in self.chain._plan[phase]:
@@ -309,6 +320,7 @@ class Stream:
             is_local_reply=True,
         )
         response._body = reply.body
+        response.reply = reply
         self._need_request().headers.freeze("the request was answered locally")
         return response
 

@@ -17,7 +17,7 @@ from ._errors import ConfigError
 
 __all__ = ["FilterConfig", "EmptyConfig", "validate_config", "format_loc"]
 
-C = TypeVar("C", bound="FilterConfig")
+C = TypeVar("C", bound=BaseModel)
 
 
 class FilterConfig(BaseModel):
@@ -63,7 +63,7 @@ def validate_config(
         for err in exc.errors():
             loc = tuple(err["loc"])
             field = ".".join(p for p in (prefix, format_loc(loc)) if p) or None
-            reason = err["msg"]
+            reason = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 reason = "unknown field (check the spelling)"
             line = line_of(_split_prefix(prefix) + loc) if line_of else None

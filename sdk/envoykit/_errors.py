@@ -63,9 +63,7 @@ class ConfigError(EnvoykitError):
         field = f"{self.field}: " if self.field else ""
         return f"{where}{field}{self.reason}"
 
-    def located(
-        self, *, file: str | None = None, prefix: str = "", line: int | None = None
-    ) -> ConfigError:
+    def located(self, *, file: str | None = None, prefix: str = "", line: int | None = None) -> ConfigError:
         """The same error placed inside a larger document (used when loading files)."""
         field = ".".join(p for p in (prefix, self.field or "") if p) or None
         moved = ConfigError(self.reason, file=file or self.file, field=field, line=line or self.line)

@@ -12,6 +12,7 @@ smallest header mutation for Envoy without diffing.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Iterator, Mapping
 
 from ._errors import HeaderError
@@ -69,7 +70,7 @@ class Headers:
     ['a=1', 'b=2']
     """
 
-    __slots__ = ("_items", "_touched", "_readonly_reason")
+    __slots__ = ("_items", "_readonly_reason", "_touched")
 
     def __init__(self, items: HeaderInput | None = None) -> None:
         self._items: list[tuple[str, str]] = []
@@ -215,10 +216,10 @@ class Headers:
     def unfreeze(self) -> None:
         self._readonly_reason = None
 
-    def checkpoint(self) -> tuple[list[tuple[str, str]], set[str]]:
+    def checkpoint(self) -> tuple[list[tuple[str, str]], builtins.set[str]]:
         return list(self._items), set(self._touched)
 
-    def rollback(self, snapshot: tuple[list[tuple[str, str]], set[str]]) -> None:
+    def rollback(self, snapshot: tuple[list[tuple[str, str]], builtins.set[str]]) -> None:
         self._items, self._touched = list(snapshot[0]), set(snapshot[1])
 
     def copy(self) -> Headers:

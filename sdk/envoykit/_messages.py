@@ -10,12 +10,13 @@ from __future__ import annotations
 from ._attributes import Attributes
 from ._headers import Headers
 from ._metadata import Metadata, MetadataStore
+from ._reply import Reply
 
 __all__ = ["Request", "Response"]
 
 
 class _Message:
-    __slots__ = ("headers", "trailers", "end_of_stream", "attributes", "metadata", "_body", "_body_changed")
+    __slots__ = ("_body", "_body_changed", "attributes", "end_of_stream", "headers", "metadata", "trailers")
 
     def __init__(
         self,
@@ -99,7 +100,7 @@ class Request(_Message):
 class Response(_Message):
     """The response on its way to the client: from upstream, or a local reply."""
 
-    __slots__ = ("request", "is_local_reply")
+    __slots__ = ("is_local_reply", "reply", "request")
 
     def __init__(
         self,
@@ -116,6 +117,8 @@ class Response(_Message):
         self.request = request
         #: True when a filter answered instead of the upstream.
         self.is_local_reply = is_local_reply
+        #: The ``Reply`` a local reply came from (its ``details``/``grpc_status`` go to the host).
+        self.reply: Reply | None = None
 
     @property
     def status(self) -> int:

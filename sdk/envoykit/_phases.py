@@ -72,6 +72,18 @@ class ProcessingNeeds:
         value = getattr(self, phase.value)
         return value is not BodyMode.NONE if isinstance(value, BodyMode) else bool(value)
 
+    def envoy_processing_mode(self) -> dict[str, str]:
+        """These needs as Envoy's ``ProcessingMode`` (field -> enum name), for config and
+        ``mode_override`` alike."""
+        return {
+            "request_header_mode": "SEND" if self.any else "SKIP",
+            "response_header_mode": "SEND" if self.any_response else "SKIP",
+            "request_body_mode": self.request_body.name,
+            "response_body_mode": self.response_body.name,
+            "request_trailer_mode": "SEND" if self.request_trailers else "SKIP",
+            "response_trailer_mode": "SEND" if self.response_trailers else "SKIP",
+        }
+
     @property
     def any_response(self) -> bool:
         return any(self.wants(p) for p in RESPONSE_PHASES)

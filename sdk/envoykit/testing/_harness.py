@@ -159,7 +159,7 @@ class Harness:
             [(":method", method), (":scheme", "http"), (":authority", authority), (":path", path)]
         )
         if headers is not None:
-            for k, v in (headers.items() if isinstance(headers, Mapping) else headers):
+            for k, v in headers.items() if isinstance(headers, Mapping) else headers:
                 req_headers.add(k.decode("latin-1") if isinstance(k, bytes) else k, v)
         if chunks and "content-length" not in req_headers and "transfer-encoding" not in req_headers:
             req_headers.set("content-length", str(sum(len(c) for c in chunks)))

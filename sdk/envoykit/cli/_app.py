@@ -1,0 +1,134 @@
+"""``envoykit`` commands. Each one loads the gateway file first, so a bad file always fails the
+same way: exit status 2 and ``file:line: field: reason`` on stderr, before anything starts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from .._errors import ConfigError, EnvoykitError
+from ..gateway import Gateway, load_gateway
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="envoykit",
+    help="Python filters for a stock Envoy: run the sidecar, render Envoy config, try the demo.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigArg = Annotated[Path, typer.Argument(help="Gateway file (YAML): listener, upstreams, chains, routes.")]
+
+
+def _load(path: Path) -> Gateway:
+    try:
+        return load_gateway(path)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def check(
+    config: ConfigArg,
+    envoy: Annotated[
+        bool, typer.Option("--envoy/--no-envoy", help="Also run `envoy --mode validate`.")
+    ] = True,
+) -> None:
+    """Validate a gateway file (and the Envoy config it renders)."""
+    gateway = _load(config)
+    if envoy:
+        from ..envoyconfig import render_bootstrap
+        from ..testing import validate_envoy_config
+
+        try:
+            validate_envoy_config(render_bootstrap(gateway))
+        except EnvoykitError as exc:
+            typer.echo(f"error: {config}: Envoy rejects the rendered config: {exc}", err=True)
+            raise typer.Exit(2) from None
+    names = ", ".join(f"{n} ({len(c.filters)} filters)" for n, c in gateway.chains.items()) or "none"
+    typer.echo(f"{config}: OK; chains: {names}")
+
+
+@app.command("envoy-config")
+def envoy_config(
+    config: ConfigArg,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.")
+    ] = None,
+    sidecar: Annotated[
+        str | None, typer.Option(help="Override sidecar address (host:port or unix:/path).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Override the listener port.")] = None,
+) -> None:
+    """Print the Envoy 1.40 bootstrap for a gateway file."""
+    from ..envoyconfig import render_bootstrap
+
+    gateway = _load(config)
+    text = yaml.safe_dump(render_bootstrap(gateway, sidecar=sidecar, listener_port=port), sort_keys=False)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}", err=True)
+
+
+@app.command()
+def serve(
+    config: ConfigArg,
+    address: Annotated[
+        str | None, typer.Option(help="Override sidecar.address (host:port or unix:/path).")
+    ] = None,
+    metrics: Annotated[str | None, typer.Option(help="Override sidecar.metrics_address ('' = off).")] = None,
+    log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
+) -> None:
+    """Run the ext_proc sidecar for the chains in a gateway file (Ctrl-C drains and stops)."""
+    gateway = _load(config)
+    _setup_logging(log_level)
+    from ..runtime import run_sidecar
+
+    spec = gateway.config.sidecar
+    run_sidecar(
+        chains=gateway.chains,
+        default_chain=gateway.config.effective_default_chain,
+        address=address or spec.address,
+        chain_header=spec.chain_header,
+        metrics_address=spec.metrics_address if metrics is None else metrics,
+        drain_seconds=spec.drain_seconds,
+    )
+
+
+@app.command()
+def demo(
+    port: Annotated[
+        int, typer.Option(envvar="ENVOYKIT_DEMO_PORT", help="Listener port (env ENVOYKIT_DEMO_PORT).")
+    ] = 10000,
+    config: Annotated[
+        Path | None, typer.Option(help="Run this gateway file instead of the built-in demo.")
+    ] = None,
+    smoke: Annotated[
+        bool, typer.Option(help="Send the example requests, print the answers, and exit.")
+    ] = False,
+) -> None:
+    """Bring up Envoy + the sidecar + a sample upstream, print example curl commands."""
+    from ._demo import run_demo
+
+    gateway = _load(config or Path(__file__).resolve().parents[1] / "demo" / "gateway.yaml")
+    _setup_logging(os.environ.get("ENVOYKIT_LOG_LEVEL", "warning"))
+    raise typer.Exit(run_demo(gateway, port=port, smoke=smoke))
+
+
+def main() -> None:
+    app()

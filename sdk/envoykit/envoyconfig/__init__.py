@@ -1,0 +1,13 @@
+"""Render Envoy bootstraps for envoykit gateways (fragments live in the repo's ``envoy/``)."""
+
+from ._fragments import fragment, fragments_dir
+from ._render import LISTENER_NAME, SIDECAR_CLUSTER, render_bootstrap, sidecar_address
+
+__all__ = [
+    "LISTENER_NAME",
+    "SIDECAR_CLUSTER",
+    "fragment",
+    "fragments_dir",
+    "render_bootstrap",
+    "sidecar_address",
+]

@@ -1,0 +1,169 @@
+"""Compose an Envoy 1.40 bootstrap for a gateway file.
+
+The processing mode Envoy uses is derived from the chains, never written by hand: the filter
+gets the union of all chains' needs, and each route overrides it with its own chain's needs and
+names the chain in the gRPC initial metadata, so the sidecar knows which chain to run and Envoy
+never sends a phase that chain does not use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._chain import Chain
+from .._phases import ProcessingNeeds
+from ..gateway import Gateway, GatewayConfig, RouteSpec
+from ._fragments import fragment
+
+__all__ = ["render_bootstrap", "sidecar_address", "LISTENER_NAME", "SIDECAR_CLUSTER"]
+
+LISTENER_NAME = "ingress"
+SIDECAR_CLUSTER = "envoykit_sidecar"
+_EXT_PROC = "envoy.filters.http.ext_proc"
+_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+
+
+def render_bootstrap(
+    gateway: Gateway,
+    *,
+    sidecar: str | None = None,
+    listener_port: int | None = None,
+    admin_port: int | None = None,
+    upstreams: Mapping[str, str] | None = None,
+    access_log: str | None = None,
+) -> dict[str, Any]:
+    """The bootstrap as a dict (``yaml.safe_dump`` it for Envoy).
+
+    Keyword overrides replace values from the file (tests and the demo pass port 0 and the
+    addresses they actually bound): ``sidecar`` is ``host:port`` or ``unix:/path``,
+    ``upstreams`` maps an upstream name to an ``http://host:port`` URL.
+    """
+    config = gateway.config
+    used = _used_chains(config, gateway.chains)
+    filters: list[Any] = []
+    clusters: list[Any] = [
+        _upstream_cluster(name, (upstreams or {}).get(name, spec.url), spec.http2)
+        for name, spec in config.upstreams.items()
+    ]
+    if used:
+        union = ProcessingNeeds()
+        for chain in used.values():
+            union = union | chain.needs
+        timeout = f"{config.sidecar.message_timeout_ms / 1000:g}s"
+        namespaces = sorted({f.metadata_namespace for chain in used.values() for f in chain.filters})
+        filters.append(
+            fragment(
+                "ext_proc_filter",
+                timeout=timeout,
+                failure_mode_allow=config.sidecar.failure_mode_allow,
+                processing_mode=union.envoy_processing_mode(),
+                request_attributes=list(config.sidecar.request_attributes),
+                metadata_namespaces=namespaces,
+            )
+        )
+        clusters.append(
+            fragment("sidecar_cluster", address=sidecar_address(sidecar or config.sidecar.address))
+        )
+    filters.append(
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }
+    )
+    routes = [_route(i, r, config, gateway.chains, bool(used)) for i, r in enumerate(config.routes)]
+    log_path = access_log if access_log is not None else config.access_log
+    listener = fragment(
+        "listener",
+        name=LISTENER_NAME,
+        address=config.listener.address,
+        port=config.listener.port if listener_port is None else listener_port,
+        routes=routes,
+        http_filters=filters,
+        access_log=[_access_log(log_path, used)] if log_path else [],
+    )
+    return dict(
+        fragment(
+            "bootstrap",
+            admin_address=config.admin.address,
+            admin_port=config.admin.port if admin_port is None else admin_port,
+            listeners=[listener],
+            clusters=clusters,
+        )
+    )
+
+
+def sidecar_address(address: str) -> dict[str, Any]:
+    """An Envoy address for the sidecar: ``pipe`` for ``unix:/path``, else a socket address."""
+    if address.startswith("unix:"):
+        return {"pipe": {"path": address[5:]}}
+    host, _, port = address.rpartition(":")
+    return {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}
+
+
+def _used_chains(config: GatewayConfig, chains: Mapping[str, Chain]) -> dict[str, Chain]:
+    default = config.effective_default_chain
+    names = {r.chain_name(default) for r in config.routes}
+    return {n: chains[n] for n in sorted(n for n in names if n is not None) if chains[n].needs.any}
+
+
+def _route(
+    index: int, route: RouteSpec, config: GatewayConfig, chains: Mapping[str, Chain], has_ext_proc: bool
+) -> dict[str, Any]:
+    match = {"prefix": route.prefix} if route.prefix is not None else {"path": route.path}
+    out: dict[str, Any] = {
+        "name": route.name or f"route{index}",
+        "match": match,
+        "route": {"cluster": _cluster_name(route.upstream), "timeout": "30s"},
+    }
+    chain_name = route.chain_name(config.effective_default_chain)
+    if chain_name is not None:
+        out["metadata"] = {"filter_metadata": {"envoykit": {"chain": chain_name}}}
+    if not has_ext_proc:
+        return out
+    chain = chains.get(chain_name) if chain_name else None
+    if chain is None or not chain.needs.any:
+        out["typed_per_filter_config"] = {_EXT_PROC: {"@type": _PER_ROUTE, "disabled": True}}
+    else:
+        out["typed_per_filter_config"] = fragment(
+            "ext_proc_route", processing_mode=chain.needs.envoy_processing_mode(), chain=chain_name
+        )
+    return out
+
+
+def _cluster_name(upstream: str) -> str:
+    return f"upstream_{upstream}"
+
+
+def _upstream_cluster(name: str, url: str, http2: bool) -> Any:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    is_ip = host.replace(".", "").isdigit() or ":" in host
+    return fragment(
+        "upstream_cluster",
+        name=_cluster_name(name),
+        discovery="STATIC" if is_ip else "STRICT_DNS",
+        protocol={"http2_protocol_options": {}}
+        if http2
+        else {"http_protocol_options": {"enable_trailers": True}},
+        host=host,
+        port=parts.port or 80,
+    )
+
+
+def _access_log(path: str, chains: Mapping[str, Chain]) -> Any:
+    fields: dict[str, str] = {
+        "time": "%START_TIME%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "duration_ms": "%DURATION%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "route": "%ROUTE_NAME%",
+    }
+    for ns in sorted({f.metadata_namespace for chain in chains.values() for f in chain.filters}):
+        fields[ns] = f"%DYNAMIC_METADATA({ns})%"
+    return fragment("json_access_log", path="/dev/stdout" if path == "-" else path, fields=fields)

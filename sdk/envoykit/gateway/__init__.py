@@ -1,0 +1,30 @@
+"""The gateway file: one YAML that describes listener, upstreams, filter chains and routes."""
+
+from ._load import FILTER_ENTRY_POINTS, Gateway, build_chains, load_gateway, parse_gateway, resolve_filter
+from ._model import (
+    DEFAULT_REQUEST_ATTRIBUTES,
+    AdminSpec,
+    FilterSpec,
+    GatewayConfig,
+    ListenerSpec,
+    RouteSpec,
+    SidecarSpec,
+    UpstreamSpec,
+)
+
+__all__ = [
+    "AdminSpec",
+    "DEFAULT_REQUEST_ATTRIBUTES",
+    "FILTER_ENTRY_POINTS",
+    "FilterSpec",
+    "Gateway",
+    "GatewayConfig",
+    "ListenerSpec",
+    "RouteSpec",
+    "SidecarSpec",
+    "UpstreamSpec",
+    "build_chains",
+    "load_gateway",
+    "parse_gateway",
+    "resolve_filter",
+]

@@ -1,0 +1,198 @@
+"""The gateway config file (``envoykit.yaml``): listener, upstreams, chains and routes.
+
+One file drives everything a platform team runs: ``envoykit serve`` builds the chains from it,
+``envoykit envoy-config`` renders the matching Envoy bootstrap, ``envoykit demo`` runs both.
+Keeping them in one model means the sidecar and Envoy can never disagree about which chains
+exist or which phases each one needs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "GatewayConfig",
+    "ListenerSpec",
+    "AdminSpec",
+    "SidecarSpec",
+    "UpstreamSpec",
+    "FilterSpec",
+    "RouteSpec",
+    "DEFAULT_REQUEST_ATTRIBUTES",
+]
+
+#: Envoy attributes the sidecar asks for by default: cheap, and what filters commonly need.
+DEFAULT_REQUEST_ATTRIBUTES = (
+    "source.address",
+    "destination.address",
+    "connection.mtls",
+    "connection.tls_version",
+    "connection.requested_server_name",
+    "xds.route_name",
+    "request.id",
+)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ListenerSpec(_Spec):
+    address: str = "127.0.0.1"
+    port: int = Field(10000, ge=0, le=65535)
+
+
+class AdminSpec(_Spec):
+    address: str = "127.0.0.1"
+    port: int = Field(9901, ge=0, le=65535)
+
+
+class SidecarSpec(_Spec):
+    """Where the ext_proc sidecar listens and how Envoy treats it."""
+
+    #: ``host:port`` or ``unix:/abs/path.sock`` (Envoy then uses a ``pipe`` address).
+    address: str = "127.0.0.1:50051"
+    #: Envoy's ext_proc ``failure_mode_allow``: pass requests through when the sidecar is down.
+    failure_mode_allow: bool = False
+    message_timeout_ms: int = Field(1000, gt=0, le=3_600_000)
+    #: Prometheus endpoint of the sidecar, ``host:port``; empty string turns it off.
+    metrics_address: str = "127.0.0.1:9464"
+    #: Grace period for in-flight requests on shutdown.
+    drain_seconds: float = Field(5.0, ge=0, le=300)
+    #: Request header that selects a chain. Only safe if Envoy sets it (clients could too).
+    chain_header: str | None = None
+    request_attributes: tuple[str, ...] = DEFAULT_REQUEST_ATTRIBUTES
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        if value.startswith("unix:"):
+            if not value[5:].startswith("/"):
+                raise ValueError("a unix socket address must be absolute: unix:/path/to.sock")
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected host:port (e.g. 127.0.0.1:50051) or unix:/path.sock")
+        return value
+
+    @property
+    def is_unix(self) -> bool:
+        return self.address.startswith("unix:")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.address.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class UpstreamSpec(_Spec):
+    """A backend Envoy routes to."""
+
+    url: str
+    http2: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname or parts.port is None:
+            raise ValueError("expected http://host:port (TLS upstreams are not supported yet)")
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 80
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+
+class FilterSpec(_Spec):
+    """One filter in a chain: which class, its config, and what happens when it raises."""
+
+    #: A registered name (``add-headers``) or ``module:Class`` / ``file.py:Class``.
+    filter: str
+    #: Instance name for metrics, logs and the metadata namespace (default: the class's name).
+    name: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    failure_mode: Literal["closed", "open"] = "closed"
+    metadata_namespace: str | None = None
+
+
+class RouteSpec(_Spec):
+    """A route: match a path, send to an upstream, through a chain (or none)."""
+
+    prefix: str | None = None
+    path: str | None = None
+    upstream: str
+    #: The chain to run; omitted means the default chain, ``null`` means no processing.
+    chain: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _one_match(self) -> RouteSpec:
+        if (self.prefix is None) == (self.path is None):
+            raise ValueError("give exactly one of prefix or path")
+        for value in (self.prefix, self.path):
+            if value is not None and not value.startswith("/"):
+                raise ValueError("prefix/path must start with /")
+        return self
+
+    def chain_name(self, default: str | None) -> str | None:
+        return self.chain if "chain" in self.model_fields_set else default
+
+
+class GatewayConfig(_Spec):
+    listener: ListenerSpec = ListenerSpec()
+    admin: AdminSpec = AdminSpec()
+    sidecar: SidecarSpec = SidecarSpec()
+    upstreams: dict[str, UpstreamSpec] = Field(min_length=1)
+    chains: dict[str, list[FilterSpec]] = Field(default_factory=dict)
+    default_chain: str | None = None
+    routes: list[RouteSpec] = Field(min_length=1)
+    #: Access log destination: a file path, ``"-"`` for stdout, or omitted for none.
+    access_log: str | None = None
+
+    def reference_errors(self) -> list[tuple[tuple[int | str, ...], str]]:
+        """Names that point nowhere, as (location, reason): checked after field validation so
+        each error can name its own field and line."""
+        errors: list[tuple[tuple[int | str, ...], str]] = []
+        if self.default_chain is not None and self.default_chain not in self.chains:
+            errors.append(
+                (("default_chain",), f"{self.default_chain!r} is not one of chains: {sorted(self.chains)}")
+            )
+        for i, route in enumerate(self.routes):
+            if route.upstream not in self.upstreams:
+                errors.append(
+                    (
+                        ("routes", i, "upstream"),
+                        f"{route.upstream!r} is not one of upstreams: {sorted(self.upstreams)}",
+                    )
+                )
+            chain = route.chain_name(self.effective_default_chain)
+            if chain is not None and chain not in self.chains:
+                where: tuple[int | str, ...] = (
+                    ("routes", i, "chain") if "chain" in route.model_fields_set else ("routes", i)
+                )
+                errors.append((where, f"chain {chain!r} is not one of chains: {sorted(self.chains)}"))
+        return errors
+
+    @property
+    def effective_default_chain(self) -> str | None:
+        """``default_chain``, or the chain named ``default`` when there is one."""
+        if self.default_chain is not None:
+            return self.default_chain
+        return "default" if "default" in self.chains else None
