@@ -51,10 +51,10 @@ def check(
     gateway = _load(config)
     if envoy:
         from ..envoyconfig import render_bootstrap
-        from ..testing import validate_envoy_config
+        from ..testing import validate_bootstrap
 
         try:
-            validate_envoy_config(render_bootstrap(gateway))
+            validate_bootstrap(render_bootstrap(gateway))
         except EnvoykitError as exc:
             typer.echo(f"error: {config}: Envoy rejects the rendered config: {exc}", err=True)
             raise typer.Exit(2) from None

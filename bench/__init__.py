@@ -1,0 +1,1 @@
+"""envoykit's benchmark harness (``bench/run.py``); not part of the installed package."""

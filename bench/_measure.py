@@ -1,0 +1,191 @@
+"""One scenario, end to end: upstream, sidecar, Envoy under test, probe, warm-up, wrk, teardown.
+
+A scenario is only measured after one request through Envoy came back 200 (so the sidecar
+really answers ext_proc), and a sample is flagged when wrk saw errors or when Envoy's ext_proc
+stream counter does not match the requests (a bypassed sidecar would look fast). CPU time of
+the Envoy under test and of the sidecar is sampled from /proc over the measured window, to say
+where each request's cost goes.
+
+Each sample starts every process afresh; ``run.py`` interleaves scenarios round by round, so
+a burst of load from a neighbour on a shared machine hits all of them, not one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._cpu import CpuWindow, wait_for_quiet
+from ._envoy import STAT_PREFIX, EnvoyHandle, http_get, proxy_bootstrap, start_envoy, upstream_bootstrap
+from ._procs import BenchError, Pinning
+from ._sidecars import SidecarStarted, Unavailable
+from ._wrk import WrkResult, run_wrk
+
+__all__ = ["Scenario", "Sample", "Outcome", "RunSettings", "measure_once"]
+
+#: A sample during which other processes used this many cores is flagged as disturbed.
+BUSY_NEIGHBOUR_CORES = 0.2
+
+#: Starts a sidecar on ``stack`` for ``work_dir`` pinned to ``cpu``; returns its address.
+SidecarStarter = Callable[[contextlib.ExitStack, Path, str | None], SidecarStarted]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    sidecar: SidecarStarter | None = None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    duration_s: float
+    warmup_s: float
+    connections: int
+    repeat: int
+    pinning: Pinning
+    #: Before each window, wait up to this long for the machine to go quiet (0: do not wait).
+    quiet_wait_s: float = 0.0
+    keep_logs: Path | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured wrk window with the CPU spent by Envoy and the sidecar during it."""
+
+    wrk: WrkResult
+    envoy_us_per_req: float
+    sidecar_us_per_req: float | None
+    ext_proc_streams: int | None
+    #: CPU (in cores) used during the window by processes that are not the bench's own.
+    others_cores: float
+
+
+@dataclass
+class Outcome:
+    """All samples of one scenario; the reported one is the median by req/s."""
+
+    scenario: Scenario
+    samples: list[Sample] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def median(self) -> Sample | None:
+        if not self.samples:
+            return None
+        ranked = sorted(self.samples, key=lambda s: s.wrk.requests_per_s)
+        return ranked[len(ranked) // 2]
+
+    @property
+    def result(self) -> WrkResult | None:
+        median = self.median
+        return median.wrk if median else None
+
+    @property
+    def notes(self) -> list[str]:
+        notes = []
+        median = self.median
+        if median is not None:
+            r = median.wrk
+            if not r.clean:
+                notes.append(f"errors: {r.non_2xx} non-2xx, {r.socket_errors} socket errors")
+            # wrk counts requests finished in the window; streams started can exceed that by
+            # the requests in flight at the end, and fall short of it only if Envoy skipped ext_proc.
+            if median.ext_proc_streams is not None and median.ext_proc_streams < r.requests * 0.99:
+                notes.append(f"ext_proc streams {median.ext_proc_streams} < requests {r.requests}")
+            if median.others_cores >= BUSY_NEIGHBOUR_CORES:
+                notes.append(f"other processes used {median.others_cores:.2f} cores during the run")
+        if len(self.samples) > 1:
+            spread = statistics.pstdev(s.wrk.requests_per_s for s in self.samples)
+            notes.append(f"median of {len(self.samples)}, req/s stdev {spread:.0f}")
+        if self.error and self.samples:
+            notes.append(f"a later round failed: {self.error.splitlines()[0]}")
+        return notes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario.key,
+            "median": asdict(self.median) if self.median else None,
+            "samples": [asdict(s) for s in self.samples],
+            "error": self.error,
+            "notes": self.notes,
+        }
+
+
+def _probe(proxy: EnvoyHandle, timeout: float = 10.0) -> None:
+    """One request through Envoy must come back 200 before anything is measured."""
+    deadline = time.monotonic() + timeout
+    status, body = 0, ""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            status, body = http_get(proxy.url)
+            if status == 200:
+                return
+        time.sleep(0.1)
+    raise BenchError(f"probe through Envoy got {status or 'no answer'}: {body.strip()[:200]}")
+
+
+def _ext_proc_streams(proxy: EnvoyHandle) -> int:
+    return proxy.stats(f"http.{STAT_PREFIX}.ext_proc.streams_started").get(
+        f"http.{STAT_PREFIX}.ext_proc.streams_started", 0
+    )
+
+
+def _sample(scenario: Scenario, settings: RunSettings, work_dir: Path) -> Sample:
+    pin = settings.pinning
+    with contextlib.ExitStack() as stack:
+        upstream = start_envoy(stack, "upstream", upstream_bootstrap(), work_dir=work_dir, cpu=None)
+        sidecar = scenario.sidecar(stack, work_dir, pin.sidecar) if scenario.sidecar else None
+        bootstrap = proxy_bootstrap(upstream.listener, sidecar.address if sidecar else None)
+        proxy = start_envoy(stack, "envoy", bootstrap, work_dir=work_dir, cpu=pin.envoy)
+        _probe(proxy)
+        if sidecar is not None and _ext_proc_streams(proxy) == 0:
+            raise BenchError("probe returned 200 but Envoy opened no ext_proc stream")
+        if settings.warmup_s > 0:
+            run_wrk(proxy.url, duration_s=settings.warmup_s, connections=settings.connections)
+
+        if settings.quiet_wait_s > 0:
+            wait_for_quiet(settings.quiet_wait_s)  # the bench's processes are idle here
+        window = CpuWindow([proxy.proc.pid, upstream.proc.pid, *([sidecar.pid] if sidecar else [])])
+        streams_before = _ext_proc_streams(proxy) if sidecar else 0
+        window.start()
+        result = run_wrk(proxy.url, duration_s=settings.duration_s, connections=settings.connections)
+        window.stop()
+        streams = _ext_proc_streams(proxy) - streams_before if sidecar else None
+        if not upstream.proc.alive() or not proxy.proc.alive():
+            raise BenchError("an Envoy died during the run")
+    n = max(result.requests, 1)
+    return Sample(
+        wrk=result,
+        envoy_us_per_req=window.ours[proxy.proc.pid] * 1e6 / n,
+        sidecar_us_per_req=window.ours[sidecar.pid] * 1e6 / n if sidecar else None,
+        ext_proc_streams=streams,
+        others_cores=window.others_cores,
+    )
+
+
+def measure_once(outcome: Outcome, settings: RunSettings) -> None:
+    """Add one sample to ``outcome``, or record why there is none; never raises for that."""
+    scenario = outcome.scenario
+    # A short /tmp path: unix socket paths are limited to 108 bytes.
+    work_dir = Path(tempfile.mkdtemp(prefix="ekb-"))
+    try:
+        outcome.samples.append(_sample(scenario, settings, work_dir))
+    except Unavailable as exc:
+        outcome.error = f"unavailable: {exc}"
+    except (BenchError, OSError, subprocess.SubprocessError) as exc:
+        outcome.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, BenchError) else str(exc)
+    finally:
+        if settings.keep_logs is not None:
+            dest = settings.keep_logs / scenario.key
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(work_dir, dest, ignore=shutil.ignore_patterns("*.sock"))
+        shutil.rmtree(work_dir, ignore_errors=True)

@@ -1,0 +1,168 @@
+"""``make bench``: throughput and latency of Envoy with no filter, envoykit's no-op ext_proc chain
+(TCP and unix socket) and the PyPI peer ``envoy-extproc-sdk`` running the same no-op logic.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/run.py [--duration S] [--connections N] [--repeat R] [--quick]
+                                  [--only no-filter,peer-tcp] [--quiet-wait S] [--no-pin] [--no-results]
+
+Prints a table and writes bench/RESULTS.md (with this exact command). Logs and bootstraps of
+each scenario are kept in bench/out/<scenario>/. Loopback only; every step is time-bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shlex
+import signal
+import sys
+from functools import partial
+from pathlib import Path
+from types import FrameType
+
+if not __package__:  # run as a script: make `bench` importable from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._envoy import envoy_binary, envoy_version
+from bench._measure import Outcome, RunSettings, Scenario, measure_once
+from bench._procs import BenchError, detect_pinning
+from bench._report import collect_environment, console_table, results_markdown
+from bench._sidecars import BENCH_DIR, REPO_DIR, SidecarStarted, peer_details, start_module, start_peer
+
+
+def _module(
+    module: str, address: str, stack: contextlib.ExitStack, work_dir: Path, cpu: str | None, *args: str
+) -> SidecarStarted:
+    target = address.format(work_dir=work_dir)
+    return start_module(stack, module, address=target, work_dir=work_dir, cpu=cpu, extra_args=args)
+
+
+def _floor(sync: bool, stack: contextlib.ExitStack, work_dir: Path, cpu: str | None) -> SidecarStarted:
+    return _module("bench.floor_noop", TCP, stack, work_dir, cpu, *(["--sync"] if sync else []))
+
+
+def _peer(stack: contextlib.ExitStack, work_dir: Path, cpu: str | None) -> SidecarStarted:
+    return start_peer(stack, address="127.0.0.1:0", work_dir=work_dir, cpu=cpu)
+
+
+TCP, UDS = "127.0.0.1:0", "unix:{work_dir}/sidecar.sock"
+SCENARIOS = [
+    Scenario("no-filter", "(a) no filter"),
+    Scenario(
+        "envoykit-tcp", "(b) envoykit no-op, TCP loopback", partial(_module, "bench.envoykit_noop", TCP)
+    ),
+    Scenario("peer-tcp", "(c) envoy-extproc-sdk 0.1.1 no-op, TCP loopback", _peer),
+    Scenario("envoykit-uds", "(d) envoykit no-op, unix socket", partial(_module, "bench.envoykit_noop", UDS)),
+    Scenario("floor-tcp", "(ref) bare grpc.aio servicer, no SDK, TCP", partial(_floor, False)),
+    Scenario("floor-sync-tcp", "(ref) bare sync grpc servicer, 8 threads, TCP", partial(_floor, True)),
+]
+
+
+def _command() -> str:
+    argv = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    with contextlib.suppress(ValueError):
+        argv[0] = str(Path(argv[0]).absolute().relative_to(REPO_DIR))
+    for i, arg in enumerate(argv[1:], start=1):
+        with contextlib.suppress(ValueError):
+            argv[i] = str(Path(arg).resolve().relative_to(REPO_DIR)) if arg.endswith(".py") else arg
+    return shlex.join(argv)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run (default 10)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per scenario (default 3)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds (each runs every scenario once); the median is reported"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="3 s runs, 1 s warm-up: a smoke test of the harness"
+    )
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated subset of: {', '.join(s.key for s in SCENARIOS)}"
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="before each window wait up to S seconds for other processes to go quiet (0: don't)",
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin Envoy and the sidecar to CPUs")
+    parser.add_argument(
+        "--no-results", action="store_true", help="print the table but leave RESULTS.md alone"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.quiet_wait = 3.0, 1.0, min(args.quiet_wait, 5.0)
+    if args.duration <= 0 or args.connections < 1 or args.repeat < 1:
+        parser.error("--duration, --connections and --repeat must be positive")
+    return args
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds every ExitStack, so children are stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    chosen = SCENARIOS
+    if args.only:
+        wanted = {k.strip() for k in args.only.split(",") if k.strip()}
+        unknown = wanted - {s.key for s in SCENARIOS}
+        if unknown:
+            print(f"unknown scenario(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        chosen = [s for s in SCENARIOS if s.key in wanted]
+    try:
+        version = envoy_version(envoy_binary())
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    out_dir = BENCH_DIR / "out"
+    out_dir.mkdir(exist_ok=True)
+    settings = RunSettings(
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        connections=args.connections,
+        repeat=args.repeat,
+        pinning=detect_pinning(not args.no_pin),
+        keep_logs=out_dir,
+        quiet_wait_s=args.quiet_wait,
+    )
+    env = collect_environment(_command(), version)
+    print(f"Envoy {version}; {env.cpus}; pinning: {settings.pinning.describe()}", flush=True)
+
+    outcomes = [Outcome(scenario) for scenario in chosen]
+    for round_no in range(1, args.repeat + 1):
+        for outcome in outcomes:
+            if outcome.error and outcome.error.startswith("unavailable:"):
+                continue  # it will not install or import in the next round either
+            print(f"-> [{round_no}/{args.repeat}] {outcome.scenario.title} ...", flush=True)
+            before = len(outcome.samples)
+            measure_once(outcome, settings)
+            if len(outcome.samples) > before:
+                r = outcome.samples[-1].wrk
+                line = f"{r.requests_per_s:,.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms"
+                if not r.clean:
+                    line += f" ({r.non_2xx} non-2xx, {r.socket_errors} socket errors)"
+                others = outcome.samples[-1].others_cores
+                print(f"   {line}; other processes: {others:.2f} cores", flush=True)
+            else:
+                print(f"   no result: {outcome.error}", flush=True)
+
+    print()
+    print(console_table(outcomes))
+    (out_dir / "results.json").write_text(json.dumps([o.to_json() for o in outcomes], indent=1))
+    if not args.no_results:
+        details = peer_details() if any(s.key.startswith("peer") for s in chosen) else []
+        (BENCH_DIR / "RESULTS.md").write_text(results_markdown(outcomes, settings, env, details))
+        print(f"\nwrote {BENCH_DIR / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

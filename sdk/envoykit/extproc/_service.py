@@ -1,0 +1,296 @@
+"""The ext_proc servicer: one gRPC stream per HTTP request, one chain ``Stream`` per gRPC stream.
+
+Envoy sends a ``ProcessingRequest`` per phase and waits for exactly one ``ProcessingResponse``
+of the matching kind, in order. This module maps each message onto the chain engine
+(``Stream`` phase + ``drive_async``) and the engine's recorded changes back onto a response.
+Everything else (filter errors, fail-open/closed, reply routing) is the engine's job.
+
+Hot-path choices: responses that change nothing are serialized once per chain or process and
+sent as bytes (the response serializer passes bytes through); label lookups are cached in the
+metrics; nothing is logged per request below WARNING.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from .._chain import Chain, Stream, drive_async, header_changes
+from .._errors import HeaderError
+from .._headers import Headers
+from .._messages import Request, Response
+from .._metadata import MetadataStore
+from .._phases import BodyMode
+from ..runtime import CHAIN_METADATA_KEY, ChainRouter, SidecarMetrics, metadata_to_struct, struct_to_dict
+from ._attributes import build_attributes, raw_attributes
+from ._convert import fill_header_mutation, headers_in, immediate_response, processing_mode
+from ._protos import PROCESS_METHOD, SERVICE_NAME, ext_proc_pb2
+
+__all__ = ["ExtProcService"]
+
+log = logging.getLogger("envoykit.extproc")
+
+_ProcessingResponse = ext_proc_pb2.ProcessingResponse
+_HeadersResponse = ext_proc_pb2.HeadersResponse
+_BodyResponse = ext_proc_pb2.BodyResponse
+_TrailersResponse = ext_proc_pb2.TrailersResponse
+
+_KINDS = {
+    "request_headers": _HeadersResponse,
+    "response_headers": _HeadersResponse,
+    "request_body": _BodyResponse,
+    "response_body": _BodyResponse,
+    "request_trailers": _TrailersResponse,
+    "response_trailers": _TrailersResponse,
+}
+#: "Continue unchanged" for each message kind, serialized once.
+_NOOP = {
+    kind: _ProcessingResponse(**{kind: message()}).SerializeToString() for kind, message in _KINDS.items()
+}
+
+#: What a request gets when its chain name is unknown: a misconfiguration, not the client's fault.
+_UNKNOWN_CHAIN = _ProcessingResponse(
+    immediate_response=ext_proc_pb2.ImmediateResponse(
+        status={"code": 500}, body=b"internal server error\n", details="envoykit_unknown_chain"
+    )
+).SerializeToString()
+_MAX_LOGGED_UNKNOWN = 64
+
+
+class _ProtocolError(Exception):
+    """Envoy sent something the ext_proc protocol does not allow here."""
+
+
+def _serialize(message: Any) -> bytes:
+    return message if type(message) is bytes else message.SerializeToString()
+
+
+class _ChainPlan:
+    """What a chain needs from ext_proc, computed once: flags and its prebuilt responses."""
+
+    __slots__ = ("chain", "mode", "name", "request_body", "request_headers_noop", "response_body", "wants")
+
+    def __init__(self, chain: Chain) -> None:
+        needs = chain.needs
+        self.chain = chain
+        self.name = chain.name
+        self.mode = processing_mode(needs)
+        self.request_headers_noop = _ProcessingResponse(
+            request_headers=_HeadersResponse(), mode_override=self.mode
+        ).SerializeToString()
+        self.request_body = needs.request_body
+        self.response_body = needs.response_body
+        #: Message kinds this chain runs; any other kind is answered with a no-op.
+        self.wants = {
+            "request_headers": True,
+            "request_body": needs.request_body is not BodyMode.NONE,
+            "request_trailers": needs.request_trailers,
+            "response_headers": needs.any_response,
+            "response_body": needs.response_body is not BodyMode.NONE,
+            "response_trailers": needs.response_trailers,
+        }
+
+
+class ExtProcService:
+    """``envoy.service.ext_proc.v3.ExternalProcessor`` over envoykit chains."""
+
+    service_name = SERVICE_NAME
+
+    def __init__(self, router: ChainRouter, metrics: SidecarMetrics) -> None:
+        self.router = router
+        self.metrics = metrics
+        self.plans = {name: _ChainPlan(chain) for name, chain in router.chains.items()}
+        self._logged_unknown: set[str | None] = set()
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        handlers = {
+            PROCESS_METHOD: grpc.stream_stream_rpc_method_handler(
+                self.process,
+                request_deserializer=ext_proc_pb2.ProcessingRequest.FromString,
+                response_serializer=_serialize,
+            )
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+        register = getattr(server, "add_registered_method_handlers", None)
+        if register is not None:  # grpcio >= 1.63: dispatch without the generic-handler scan
+            register(SERVICE_NAME, handlers)
+
+    # -- the stream -----------------------------------------------------------------------
+    async def process(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        """Answer each ProcessingRequest of one HTTP request, in order."""
+        plan: _ChainPlan | None = None
+        stream: Stream | None = None
+        raw: dict[str, Any] = {}
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("request")
+                headers: Headers | None = None
+                if stream is None:
+                    if kind == "request_headers":
+                        headers = headers_in(request.request_headers.headers)
+                    raw = raw_attributes(request)
+                    plan = self._select(context, raw, headers)
+                    if plan is None:
+                        yield _UNKNOWN_CHAIN
+                        return
+                    stream = plan.chain.stream(build_attributes(raw), _metadata_store(request))
+                    self.metrics.stream_started(plan.name)
+                elif request.attributes:  # a later phase's attributes, e.g. response.code
+                    raw = {**raw, **raw_attributes(request)}
+                    stream.attributes = build_attributes(raw)
+                assert plan is not None
+                yield await self._phase(plan, stream, request, kind, headers)
+                if stream.finished:
+                    return
+        except Exception as exc:
+            log.exception("ext_proc stream failed (chain %s)", plan.name if plan else "-")
+            self.metrics.stream_error("protocol" if isinstance(exc, _ProtocolError) else "internal")
+            await context.abort(grpc.StatusCode.INTERNAL, "envoykit sidecar internal error")
+
+    def _select(
+        self, context: grpc.aio.ServicerContext[Any, Any], raw: dict[str, Any], headers: Headers | None
+    ) -> _ChainPlan | None:
+        named: str | None = None
+        for key, value in context.invocation_metadata() or ():
+            if key == CHAIN_METADATA_KEY:
+                named = value if isinstance(value, str) else value.decode()
+                break
+        name, chain = self.router.select(named, raw, headers)
+        if chain is not None:
+            return self.plans[name]  # type: ignore[index]
+        self.metrics.stream_error("unknown_chain")
+        if name not in self._logged_unknown and len(self._logged_unknown) < _MAX_LOGGED_UNKNOWN:
+            self._logged_unknown.add(name)  # once per name: a client could repeat it at will
+            log.error(
+                "no chain %r (known: %s); answering 500. Check the route's x-envoykit-chain / "
+                "default_chain configuration",
+                name,
+                ", ".join(sorted(self.plans)),
+            )
+        return None
+
+    async def _phase(
+        self, plan: _ChainPlan, stream: Stream, request: Any, kind: str | None, headers: Headers | None
+    ) -> Any:
+        if kind is None:
+            raise _ProtocolError("ProcessingRequest without a request kind")
+        if not plan.wants[kind]:
+            return _NOOP[kind]  # Envoy sent a phase the chain does not use (config mismatch)
+        if kind == "request_headers":
+            message = request.request_headers
+            if headers is None:
+                headers = headers_in(message.headers)
+            reply = await drive_async(stream.request_headers(headers, message.end_of_stream))
+            if reply is not None:
+                return self._local_reply(plan, stream, reply)
+            return _headers_response(kind, headers, stream, plan.request_headers_noop, plan.mode)
+        if kind == "response_headers":
+            message = request.response_headers
+            headers = headers_in(message.headers)
+            reply = await drive_async(stream.response_headers(headers, message.end_of_stream))
+            if reply is not None:
+                return self._local_reply(plan, stream, reply)
+            return _headers_response(kind, headers, stream, _NOOP[kind], None)
+        if kind == "request_body":
+            message = request.request_body
+            reply = await drive_async(stream.request_body(message.body, message.end_of_stream))
+            if reply is not None:
+                return self._local_reply(plan, stream, reply)
+            assert stream.request is not None
+            return _body_response(kind, stream.request, message.body, plan.request_body, stream)
+        if kind == "response_body":
+            message = request.response_body
+            reply = await drive_async(stream.response_body(message.body, message.end_of_stream))
+            if reply is not None:
+                return self._local_reply(plan, stream, reply)
+            assert stream.response is not None
+            return _body_response(kind, stream.response, message.body, plan.response_body, stream)
+        trailers = headers_in(getattr(request, kind).trailers)
+        if kind == "request_trailers":
+            reply = await drive_async(stream.request_trailers(trailers))
+        else:
+            reply = await drive_async(stream.response_trailers(trailers))
+        if reply is not None:
+            return self._local_reply(plan, stream, reply)
+        changes = header_changes(trailers)
+        metadata = stream.metadata.take_changes()
+        if not changes and not metadata:
+            return _NOOP[kind]
+        response = _ProcessingResponse()
+        answer = getattr(response, kind)
+        answer.SetInParent()
+        if changes:
+            fill_header_mutation(answer.header_mutation, changes)
+        if metadata:
+            response.dynamic_metadata.CopyFrom(metadata_to_struct(metadata))
+        return response
+
+    def _local_reply(self, plan: _ChainPlan, stream: Stream, reply: Response) -> Any:
+        self.metrics.local_reply(plan.name, reply.status)
+        response = _ProcessingResponse()
+        immediate_response(reply, into=response.immediate_response)
+        metadata = stream.metadata.take_changes()
+        if metadata:
+            response.dynamic_metadata.CopyFrom(metadata_to_struct(metadata))
+        return response
+
+
+def _metadata_store(request: Any) -> MetadataStore:
+    """The dynamic metadata Envoy forwarded (``metadata_options.forwarding_namespaces``)."""
+    if not request.HasField("metadata_context"):
+        return MetadataStore()
+    received = request.metadata_context.filter_metadata
+    if not received:
+        return MetadataStore()
+    return MetadataStore({namespace: struct_to_dict(values) for namespace, values in received.items()})
+
+
+def _headers_response(kind: str, headers: Headers, stream: Stream, noop: bytes, mode: Any) -> Any:
+    changes = header_changes(headers)
+    metadata = stream.metadata.take_changes()
+    if not changes and not metadata:
+        return noop
+    response = _ProcessingResponse()
+    common = getattr(response, kind).response
+    common.SetInParent()
+    if changes:
+        fill_header_mutation(common.header_mutation, changes)
+    if mode is not None:
+        response.mode_override.CopyFrom(mode)
+    if metadata:
+        response.dynamic_metadata.CopyFrom(metadata_to_struct(metadata))
+    return response
+
+
+def _body_response(
+    kind: str, message: Request | Response, received: bytes, mode: BodyMode, stream: Stream
+) -> Any:
+    """A body's answer; a changed buffered body brings its content-length along (Envoy
+    rejects a body mutation that contradicts the content-length it holds)."""
+    changed = message.body_changed
+    if changed and mode is BodyMode.BUFFERED:
+        body = message.body
+        if len(body) != len(received) and "content-length" in message.headers:
+            try:
+                message.headers.set("content-length", str(len(body)))
+            except HeaderError:  # headers already sent: nothing Envoy could apply anyway
+                pass
+    changes = header_changes(message.headers)
+    metadata = stream.metadata.take_changes()
+    if not changed and not changes and not metadata:
+        return _NOOP[kind]
+    response = _ProcessingResponse()
+    common = getattr(response, kind).response
+    common.SetInParent()
+    if changed:
+        common.body_mutation.body = message.body
+    if changes:
+        fill_header_mutation(common.header_mutation, changes)
+    if metadata:
+        response.dynamic_metadata.CopyFrom(metadata_to_struct(metadata))
+    return response

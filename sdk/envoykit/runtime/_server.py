@@ -1,0 +1,280 @@
+"""The sidecar server lifecycle: bind, serve, report health and metrics, drain, stop.
+
+Protocol code (ext_proc today, ext_authz later) plugs in as ``SidecarService`` objects; this
+module owns everything around them, so each protocol is only its servicer. The order of a
+graceful stop matters: health flips to NOT_SERVING first (health checkers stop sending new
+requests), then ``grpc.aio.Server.stop(grace)`` lets in-flight streams finish, cancelling only
+what is still running when the grace period ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import stat
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+import grpc
+from google.protobuf.internal import api_implementation
+from prometheus_client import CollectorRegistry
+
+from .._chain import Chain
+from ._address import DEFAULT_ADDRESS, parse_listen_address
+from ._health import HealthState
+from ._metrics import MetricsEndpoint, SidecarMetrics
+from ._router import ChainRouter
+
+__all__ = [
+    "SidecarServer",
+    "SidecarService",
+    "ServiceFactory",
+    "run_sidecar",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "check_protobuf_backend",
+]
+
+log = logging.getLogger("envoykit.runtime")
+
+#: Largest gRPC message either way; buffered bodies travel in one message.
+DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+class SidecarService(Protocol):
+    """One gRPC service a sidecar serves (ext_proc's ``ExternalProcessor``, ...)."""
+
+    #: Fully qualified gRPC service name, also reported by the health service.
+    service_name: str
+
+    def add_to_server(self, server: grpc.aio.Server) -> None: ...
+
+
+#: Builds a service from the server's chain router and metrics.
+ServiceFactory = Callable[[ChainRouter, SidecarMetrics], SidecarService]
+
+
+def check_protobuf_backend() -> str:
+    """Warn when protobuf is not on upb: pure-Python protobuf costs ~100 µs per message."""
+    backend = api_implementation.Type()
+    if backend != "upb":
+        log.warning(
+            "protobuf runs on the %r backend, not 'upb': every message costs ~100 µs more "
+            "(unset PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION, install a protobuf wheel)",
+            backend,
+        )
+    return backend
+
+
+class SidecarServer:
+    """A grpc.aio server running envoykit chains for Envoy, with health and metrics.
+
+    ``await start()`` binds and serves (``port``/``address`` then tell where), ``await stop(grace)``
+    drains, ``await wait()`` returns once the server has terminated.
+    """
+
+    def __init__(
+        self,
+        chains: Mapping[str, Chain],
+        *,
+        default_chain: str | None = None,
+        address: str = DEFAULT_ADDRESS,
+        chain_header: str | None = None,
+        metrics_address: str = "",
+        registry: CollectorRegistry | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        drain_delay: float = 0.0,
+        services: Sequence[ServiceFactory] | None = None,
+    ) -> None:
+        self.listen = parse_listen_address(address)
+        self.metrics = SidecarMetrics(registry)
+        self.router = ChainRouter(
+            chains, default_chain=default_chain, chain_header=chain_header, observer=self.metrics
+        )
+        self.max_message_bytes = max_message_bytes
+        #: Seconds between NOT_SERVING and refusing new streams (let health checkers notice).
+        self.drain_delay = drain_delay
+        if services is None:
+            from ..extproc import ExtProcService  # the default protocol; imported late: it imports us
+
+            services = (ExtProcService,)
+        self.services = [factory(self.router, self.metrics) for factory in services]
+        self.health = HealthState(s.service_name for s in self.services)
+        self._metrics_endpoint = (
+            MetricsEndpoint(self.metrics.registry, metrics_address) if metrics_address else None
+        )
+        self._server: grpc.aio.Server | None = None
+        self._bound = self.listen
+        self._stopping: asyncio.Task[None] | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (0 for a unix socket, or before ``start``)."""
+        return self._bound.port
+
+    @property
+    def address(self) -> str:
+        """The bound address as a gRPC target: ``127.0.0.1:PORT``, ``[::1]:PORT``, ``unix:/p``."""
+        return self._bound.target
+
+    @property
+    def metrics_port(self) -> int:
+        return self._metrics_endpoint.port if self._metrics_endpoint is not None else 0
+
+    async def start(self) -> None:
+        """Bind, start serving and report SERVING. Raises ``OSError`` when it cannot bind."""
+        if self._server is not None:
+            raise RuntimeError("this SidecarServer was already started")
+        check_protobuf_backend()
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.max_send_message_length", self.max_message_bytes),
+                ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
+            ]
+        )
+        for service in self.services:
+            service.add_to_server(server)
+        self.health.add_to_server(server)
+        await self.health.set_not_serving()
+        target = self.listen.target
+        try:
+            port = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise OSError(f"envoykit sidecar cannot listen on {target}: {exc}") from exc
+        if not self.listen.is_unix and port == 0:
+            raise OSError(f"envoykit sidecar cannot listen on {target}")
+        self._bound = self.listen.with_port(port)
+        await server.start()
+        self._server = server
+        if self._metrics_endpoint is not None:
+            try:
+                self._metrics_endpoint.start()
+            except OSError:
+                await server.stop(None)
+                raise
+        await self.health.set_serving()
+        log.info(
+            "envoykit sidecar serving %s on %s (chains: %s; default: %s)",
+            ", ".join(s.service_name.rsplit(".", 1)[-1] for s in self.services),
+            self.address,
+            ", ".join(sorted(self.router.chains)),
+            self.router.default_chain or "-",
+        )
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Graceful stop: NOT_SERVING, refuse new streams, let in-flight ones run up to
+        ``grace`` seconds, cancel the rest. A second call waits for the first; a second call
+        with ``grace=None`` cancels what is still draining at once."""
+        if self._server is None:
+            return
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(self._server, grace))
+        elif grace is None:
+            await self._server.stop(None)
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, server: grpc.aio.Server, grace: float | None) -> None:
+        await self.health.shutting_down()
+        if self.drain_delay > 0:
+            await asyncio.sleep(self.drain_delay)
+        log.info("envoykit sidecar stopping (grace %ss)", grace)
+        await server.stop(grace)
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.stop()
+        if self.listen.path is not None:
+            _remove_socket(self.listen.path)
+
+    async def wait(self) -> None:
+        """Return when the server has terminated (after ``stop``)."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+def _remove_socket(path: str) -> None:
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def new_event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop factory when uvloop is importable (faster grpc.aio), else ``None``."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_sidecar(
+    chains: Mapping[str, Chain],
+    *,
+    default_chain: str | None = None,
+    address: str = DEFAULT_ADDRESS,
+    chain_header: str | None = None,
+    metrics_address: str = "",
+    registry: CollectorRegistry | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    drain_seconds: float = 5.0,
+    drain_delay: float = 0.0,
+    services: Sequence[ServiceFactory] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then stop gracefully (``drain_seconds`` of grace).
+
+    Blocking; for the CLI. Runs on uvloop when it is installed. A second signal during the
+    drain cancels the remaining streams at once.
+    """
+    server = SidecarServer(
+        chains,
+        default_chain=default_chain,
+        address=address,
+        chain_header=chain_header,
+        metrics_address=metrics_address,
+        registry=registry,
+        max_message_bytes=max_message_bytes,
+        drain_delay=drain_delay,
+        services=services,
+    )
+    with asyncio.Runner(loop_factory=new_event_loop_factory()) as runner:
+        runner.run(_serve_until_signal(server, drain_seconds))
+
+
+async def _serve_until_signal(server: SidecarServer, grace: float) -> None:
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    hurry = asyncio.Event()
+
+    def on_signal() -> None:
+        if signalled.is_set():
+            hurry.set()
+        signalled.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await server.start()
+        stopped = asyncio.ensure_future(server.wait())
+        signal_wait = asyncio.ensure_future(signalled.wait())
+        await asyncio.wait({stopped, signal_wait}, return_when=asyncio.FIRST_COMPLETED)
+        signal_wait.cancel()
+        if signalled.is_set():
+            log.info("signal received: draining (up to %ss; signal again to stop now)", grace)
+            stopping = asyncio.ensure_future(server.stop(grace))
+            hurried = asyncio.ensure_future(hurry.wait())
+            await asyncio.wait({stopping, hurried}, return_when=asyncio.FIRST_COMPLETED)
+            if not stopping.done():
+                log.info("second signal: cancelling the remaining streams")
+                await server.stop(None)
+            await stopping
+            hurried.cancel()
+        await stopped
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
