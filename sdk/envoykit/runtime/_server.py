@@ -72,6 +72,18 @@ class SidecarServer:
 
     ``await start()`` binds and serves (``port``/``address`` then tell where), ``await stop(grace)``
     drains, ``await wait()`` returns once the server has terminated.
+
+    - ``chains``: name -> ``Chain``. Each chain's ``observer`` is set to this server's metrics.
+    - ``default_chain``: runs when nothing names a chain (``None``: the only chain, if there is
+      exactly one; otherwise unnamed requests get a 500).
+    - ``address``: ``host:port``, ``[v6]:port`` or ``unix:/abs/path.sock``; port 0 lets the OS pick.
+    - ``chain_header``: a request header that names the chain. Off by default; only safe when
+      Envoy sets (or strips) it, since clients can send any header.
+    - ``metrics_address``: ``host:port`` for Prometheus ``/metrics``; ``""`` turns it off.
+    - ``registry``: where the metrics live (default: a new one per server).
+    - ``max_message_bytes``: largest gRPC message either way (a buffered body is one message).
+    - ``drain_delay``: seconds between NOT_SERVING and refusing new streams on stop.
+    - ``services``: protocol service factories (default: ext_proc).
     """
 
     def __init__(
