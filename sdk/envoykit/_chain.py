@@ -209,14 +209,10 @@ class Stream:
             )
         return self.response
 
-    def _run(
-        self, phase: Phase, message: Request | Response, below: int | None = None
-    ) -> PhaseRun[Response | None]:
+    def _run(self, phase: Phase, message: Request | Response) -> PhaseRun[Response | None]:
         """Run ``phase``'s hooks; on a reply, finish it through the response hooks."""
         body_hook = phase in (Phase.REQUEST_BODY, Phase.RESPONSE_BODY)
         for index, flt, hook, is_async in self.chain._plan[phase]:
-            if below is not None and index > below:
-                continue
             outcome = yield from self._call(phase, index, flt, hook, is_async, message, body_hook)
             if outcome is not None:
                 return (yield from self._local_reply(outcome, index, replier_included=phase.is_request))
@@ -233,9 +229,11 @@ class Stream:
         body_hook: bool,
     ) -> Generator[Awaitable[Any], Any, Reply | None]:
         self._view.namespace = flt.metadata_namespace
-        headers_snap = message.headers.checkpoint()
         body_snap = (message._body, message._body_changed)
-        meta_snap = self.metadata.checkpoint(flt.metadata_namespace)
+        # Only fail-open needs to undo a failed hook's changes: take those copies only then.
+        undo = flt.failure_mode is FailureMode.OPEN
+        headers_snap = message.headers.checkpoint() if undo else None
+        meta_snap = self.metadata.checkpoint(flt.metadata_namespace) if undo else None
         started = time.perf_counter()
         failed = False
         try:
@@ -251,9 +249,10 @@ class Stream:
             return result
         except Exception as exc:  # noqa: BLE001 - a filter bug must never take the stream down
             failed = True
-            message.headers.rollback(headers_snap)
             message._body, message._body_changed = body_snap
-            self.metadata.rollback(flt.metadata_namespace, meta_snap)
+            if headers_snap is not None and meta_snap is not None:
+                message.headers.rollback(headers_snap)
+                self.metadata.rollback(flt.metadata_namespace, meta_snap)
             return self._on_error(flt, phase, exc)
         finally:
             observer = self.chain.observer
@@ -358,6 +357,8 @@ def header_changes(headers: Headers) -> list[tuple[str, list[str]]]:
 
     Runtimes turn this into their host's mutation format, then the record starts afresh.
     """
-    changes = [(name, headers.get_all(name)) for name in sorted(headers.touched)]
-    headers.clear_touched()
+    if not headers._touched:
+        return []
+    changes = [(name, headers.get_all(name)) for name in sorted(headers._touched)]
+    headers._touched.clear()
     return changes

@@ -60,6 +60,8 @@ class MetadataStore:
         Whole namespaces are returned because Envoy merges dynamic metadata per top-level key:
         sending only the changed keys of a nested value would drop its other keys.
         """
+        if not self._dirty:
+            return {}
         changed = {ns: copy.deepcopy(self._data.get(ns, {})) for ns in sorted(self._dirty)}
         self._dirty.clear()
         return changed

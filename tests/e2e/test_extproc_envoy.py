@@ -249,3 +249,23 @@ def test_phases_a_chain_does_not_use_are_never_sent(gateway_factory):
     # Envoy's own counters: no response-phase messages were exchanged with the sidecar.
     wait_for(lambda: gw.envoy.stat("http.ingress.ext_proc.streams_started") >= 3, 5, what="ext_proc stats")
     assert gw.envoy.stat("http.ingress.ext_proc.streams_started") == 3
+
+
+class AsyncLookup(HttpFilter):
+    """An async hook, as a filter calling a token service would have."""
+
+    async def on_request_headers(self, request: Request, state: NoState) -> Reply | None:
+        import asyncio
+
+        await asyncio.sleep(0.01)  # stands in for network I/O
+        if request.headers.get("authorization") != "Bearer ok":
+            return Reply(401, "who are you?\n", {"www-authenticate": "Bearer"})
+        request.headers.set("x-user", "alice")
+        return None
+
+
+def test_async_hooks_run_in_the_sidecar(gateway_factory):
+    gw = gateway_factory(AsyncLookup())
+    denied = gw.get("/")
+    assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Bearer"
+    assert header(echoed(gw.get("/", headers={"authorization": "Bearer ok"})), "x-user") == "alice"

@@ -107,6 +107,8 @@ def serve(
         chain_header=spec.chain_header,
         metrics_address=spec.metrics_address if metrics is None else metrics,
         drain_seconds=spec.drain_seconds,
+        server_model=spec.server,
+        threads=spec.threads,
     )
 
 

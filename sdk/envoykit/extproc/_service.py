@@ -12,14 +12,15 @@ place; metrics are plain counters; nothing is logged per request below ERROR.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
 from grpc.aio import EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
-from .._chain import Chain, Stream, drive_async, header_changes
+from .._chain import Chain, PhaseRun, Stream, drive_async, drive_sync, header_changes
 from .._errors import HeaderError
 from .._headers import Headers
 from .._messages import Request, Response
@@ -72,12 +73,13 @@ def _serialize(message: Any) -> bytes:
 class _ChainPlan:
     """What a chain needs from ext_proc, computed once: flags and its prebuilt responses."""
 
-    __slots__ = ("chain", "mode", "name", "request_body", "request_headers_noop", "response_body", "wants")
+    __slots__ = ("chain", "is_async", "mode", "name", "request_body", "request_headers_noop", "response_body", "wants")
 
     def __init__(self, chain: Chain) -> None:
         needs = chain.needs
         self.chain = chain
         self.name = chain.name
+        self.is_async = bool(chain.async_hooks)
         self.mode = processing_mode(needs)
         self.request_headers_noop = _ProcessingResponse(
             request_headers=_HeadersResponse(), mode_override=self.mode
@@ -95,6 +97,17 @@ class _ChainPlan:
         }
 
 
+class _StreamContext:
+    """Per-stream bookkeeping of the servicer loops."""
+
+    __slots__ = ("plan", "raw", "stream")
+
+    def __init__(self) -> None:
+        self.plan: _ChainPlan | None = None
+        self.stream: Stream | None = None
+        self.raw: dict[str, Any] = {}
+
+
 class ExtProcService:
     """``envoy.service.ext_proc.v3.ExternalProcessor`` over envoykit chains."""
 
@@ -105,11 +118,14 @@ class ExtProcService:
         self.metrics = metrics
         self.plans = {name: _ChainPlan(chain) for name, chain in router.chains.items()}
         self._logged_unknown: set[str | None] = set()
+        #: The server's event loop; the thread-pool model runs async hooks on it.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
+    def add_to_server(self, server: grpc.aio.Server | grpc.Server) -> None:
+        """Register on a grpc.aio server (coroutine loop) or a thread-pool ``grpc.Server``."""
         handlers = {
             PROCESS_METHOD: grpc.stream_stream_rpc_method_handler(
-                self.process,
+                self.process if isinstance(server, grpc.aio.Server) else self.process_sync,
                 request_deserializer=ext_proc_pb2.ProcessingRequest.FromString,
                 response_serializer=_serialize,
             )
@@ -119,49 +135,71 @@ class ExtProcService:
         if register is not None:  # grpcio >= 1.63: dispatch without the generic-handler scan
             register(SERVICE_NAME, handlers)
 
-    # -- the stream -----------------------------------------------------------------------
+    # -- the stream: one loop per server model, everything else shared ---------------------
     async def process(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
-        """Answer each ProcessingRequest of one HTTP request, in order.
+        """Answer each ProcessingRequest of one HTTP request, in order (grpc.aio model).
 
         ``context.read()``/``write()`` rather than an async generator: measured ~7% less CPU
         per stream (grpc.aio wraps a generator handler in one more layer per message).
         ``requests`` is unused: gRPC forbids mixing it with ``read()``.
         """
         read, write = context.read, context.write
-        plan: _ChainPlan | None = None
-        stream: Stream | None = None
-        raw: dict[str, Any] = {}
+        ctx = _StreamContext()
         try:
             while (request := await read()) is not EOF:
                 kind = request.WhichOneof("request")
-                headers: Headers | None = None
-                if stream is None:
-                    if kind == "request_headers":
-                        headers = headers_in(request.request_headers.headers)
-                    raw = raw_attributes(request)
-                    plan = self._select(context, raw, headers)
-                    if plan is None:
-                        await write(_UNKNOWN_CHAIN)
-                        return
-                    stream = plan.chain.stream(build_attributes(raw), _metadata_store(request))
-                    self.metrics.stream_started(plan.name)
-                elif request.attributes:  # a later phase's attributes, e.g. response.code
-                    raw = {**raw, **raw_attributes(request)}
-                    stream.attributes = build_attributes(raw)
-                assert plan is not None
-                await write(await self._phase(plan, stream, request, kind, headers))
-                if stream.finished:
+                headers = self._accept(ctx, request, kind, context)
+                if ctx.plan is None or ctx.stream is None:
+                    await write(_UNKNOWN_CHAIN)
+                    return
+                await write(await self._phase(ctx.plan, ctx.stream, request, kind, headers))
+                if ctx.stream.finished:
                     return
         except Exception as exc:  # a runtime bug ends this stream (Envoy applies failure_mode_allow)
-            log.exception("ext_proc stream failed (chain %s)", plan.name if plan else "-")
-            self.metrics.stream_error("protocol" if isinstance(exc, _ProtocolError) else "internal")
+            self._stream_failed(ctx, exc)
             await context.abort(grpc.StatusCode.INTERNAL, "envoykit sidecar internal error")
 
-    def _select(
-        self, context: grpc.aio.ServicerContext[Any, Any], raw: dict[str, Any], headers: Headers | None
-    ) -> _ChainPlan | None:
+    def process_sync(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        """The same, for the thread-pool server model (one thread per in-flight stream)."""
+        ctx = _StreamContext()
+        try:
+            for request in requests:
+                kind = request.WhichOneof("request")
+                headers = self._accept(ctx, request, kind, context)
+                if ctx.plan is None or ctx.stream is None:
+                    yield _UNKNOWN_CHAIN
+                    return
+                yield self._phase_sync(ctx.plan, ctx.stream, request, kind, headers)
+                if ctx.stream.finished:
+                    return
+        except Exception as exc:  # noqa: BLE001 - same policy as the aio loop
+            self._stream_failed(ctx, exc)
+            context.abort(grpc.StatusCode.INTERNAL, "envoykit sidecar internal error")
+
+    def _accept(self, ctx: _StreamContext, request: Any, kind: str | None, context: Any) -> Headers | None:
+        """Pick the chain on the first message (leaves ``ctx.plan`` None for an unknown one),
+        keep attributes current on later ones; returns request headers parsed on the way."""
+        headers: Headers | None = None
+        if ctx.stream is None:
+            if kind == "request_headers":
+                headers = headers_in(request.request_headers.headers)
+            ctx.raw = raw_attributes(request)
+            ctx.plan = self._select(context, ctx.raw, headers)
+            if ctx.plan is not None:
+                ctx.stream = ctx.plan.chain.stream(build_attributes(ctx.raw), _metadata_store(request))
+                self.metrics.stream_started(ctx.plan.name)
+        elif request.attributes:  # a later phase's attributes, e.g. response.code
+            ctx.raw = {**ctx.raw, **raw_attributes(request)}
+            ctx.stream.attributes = build_attributes(ctx.raw)
+        return headers
+
+    def _stream_failed(self, ctx: _StreamContext, exc: Exception) -> None:
+        log.exception("ext_proc stream failed (chain %s)", ctx.plan.name if ctx.plan else "-")
+        self.metrics.stream_error("protocol" if isinstance(exc, _ProtocolError) else "internal")
+
+    def _select(self, context: Any, raw: dict[str, Any], headers: Headers | None) -> _ChainPlan | None:
         named: str | None = None
         for key, value in context.invocation_metadata() or ():
             if key == CHAIN_METADATA_KEY:
@@ -181,62 +219,70 @@ class ExtProcService:
             )
         return None
 
-    async def _phase(
+    async def _phase(self, plan: _ChainPlan, stream: Stream, request: Any, kind: str | None, headers: Headers | None) -> Any:
+        run, finish = self._begin(plan, stream, request, kind, headers)
+        return finish if run is None else finish(await drive_async(run))
+
+    def _phase_sync(self, plan: _ChainPlan, stream: Stream, request: Any, kind: str | None, headers: Headers | None) -> Any:
+        run, finish = self._begin(plan, stream, request, kind, headers)
+        if run is None:
+            return finish
+        if plan.is_async:  # async hooks run on the server's event loop, this thread waits
+            if self.loop is None:
+                run.close()
+                raise _ProtocolError("async hooks need the sidecar's event loop, which is not running")
+            return finish(asyncio.run_coroutine_threadsafe(drive_async(run), self.loop).result())
+        return finish(drive_sync(run))
+
+    def _begin(
         self, plan: _ChainPlan, stream: Stream, request: Any, kind: str | None, headers: Headers | None
-    ) -> Any:
+    ) -> tuple[PhaseRun[Response | None] | None, Any]:
+        """The chain run for this message and how to turn its outcome into the answer, or
+        ``(None, answer)`` when there is nothing to run. Shared by both server models."""
         wanted = plan.wants.get(kind) if kind is not None else None
         if kind is None or wanted is None:
             raise _ProtocolError(f"unsupported ProcessingRequest kind {kind!r}")
         if not wanted:
-            return _NOOP[kind]  # Envoy sent a phase the chain does not use (config mismatch)
+            return None, _NOOP[kind]  # Envoy sent a phase the chain does not use (config mismatch)
         if kind == "request_headers":
             message = request.request_headers
             if headers is None:
                 headers = headers_in(message.headers)
-            reply = await drive_async(stream.request_headers(headers, message.end_of_stream))
-            if reply is not None:
-                return self._local_reply(plan, stream, reply)
-            return _headers_response(kind, headers, stream, plan.request_headers_noop, plan.mode)
+            got = headers
+            return stream.request_headers(got, message.end_of_stream), lambda reply: (
+                self._local_reply(plan, stream, reply)
+                if reply is not None
+                else _headers_response(kind, got, stream, plan.request_headers_noop, plan.mode)
+            )
         if kind == "response_headers":
             message = request.response_headers
-            headers = headers_in(message.headers)
-            reply = await drive_async(stream.response_headers(headers, message.end_of_stream))
-            if reply is not None:
-                return self._local_reply(plan, stream, reply)
-            return _headers_response(kind, headers, stream, _NOOP[kind], None)
-        if kind == "request_body":
-            message = request.request_body
-            reply = await drive_async(stream.request_body(message.body, message.end_of_stream))
-            if reply is not None:
-                return self._local_reply(plan, stream, reply)
-            assert stream.request is not None
-            return _body_response(kind, stream.request, message.body, plan.request_body, stream)
-        if kind == "response_body":
-            message = request.response_body
-            reply = await drive_async(stream.response_body(message.body, message.end_of_stream))
-            if reply is not None:
-                return self._local_reply(plan, stream, reply)
-            assert stream.response is not None
-            return _body_response(kind, stream.response, message.body, plan.response_body, stream)
+            got = headers_in(message.headers)
+            return stream.response_headers(got, message.end_of_stream), lambda reply: (
+                self._local_reply(plan, stream, reply)
+                if reply is not None
+                else _headers_response(kind, got, stream, _NOOP[kind], None)
+            )
+        if kind in ("request_body", "response_body"):
+            message = getattr(request, kind)
+            is_request = kind == "request_body"
+            run = (stream.request_body if is_request else stream.response_body)(message.body, message.end_of_stream)
+            mode = plan.request_body if is_request else plan.response_body
+
+            def body_answer(reply: Response | None) -> Any:
+                if reply is not None:
+                    return self._local_reply(plan, stream, reply)
+                target = stream.request if is_request else stream.response
+                assert target is not None
+                return _body_response(kind, target, message.body, mode, stream)
+
+            return run, body_answer
         trailers = headers_in(getattr(request, kind).trailers)
-        if kind == "request_trailers":
-            reply = await drive_async(stream.request_trailers(trailers))
-        else:
-            reply = await drive_async(stream.response_trailers(trailers))
-        if reply is not None:
-            return self._local_reply(plan, stream, reply)
-        changes = header_changes(trailers)
-        metadata = stream.metadata.take_changes()
-        if not changes and not metadata:
-            return _NOOP[kind]
-        response = _ProcessingResponse()
-        answer = getattr(response, kind)
-        answer.SetInParent()
-        if changes:
-            fill_header_mutation(answer.header_mutation, changes)
-        if metadata:
-            response.dynamic_metadata.CopyFrom(metadata_to_struct(metadata))
-        return response
+        run = stream.request_trailers(trailers) if kind == "request_trailers" else stream.response_trailers(trailers)
+        return run, lambda reply: (
+            self._local_reply(plan, stream, reply)
+            if reply is not None
+            else _trailers_response(kind, trailers, stream)
+        )
 
     def _local_reply(self, plan: _ChainPlan, stream: Stream, reply: Response) -> Any:
         self.metrics.local_reply(plan.name, reply.status)
@@ -270,6 +316,21 @@ def _headers_response(kind: str, headers: Headers, stream: Stream, noop: bytes, 
         fill_header_mutation(common.header_mutation, changes)
     if mode is not None:
         response.mode_override.CopyFrom(mode)
+    if metadata:
+        response.dynamic_metadata.CopyFrom(metadata_to_struct(metadata))
+    return response
+
+
+def _trailers_response(kind: str, trailers: Headers, stream: Stream) -> Any:
+    changes = header_changes(trailers)
+    metadata = stream.metadata.take_changes()
+    if not changes and not metadata:
+        return _NOOP[kind]
+    response = _ProcessingResponse()
+    answer = getattr(response, kind)
+    answer.SetInParent()
+    if changes:
+        fill_header_mutation(answer.header_mutation, changes)
     if metadata:
         response.dynamic_metadata.CopyFrom(metadata_to_struct(metadata))
     return response

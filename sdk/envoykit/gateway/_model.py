@@ -63,6 +63,10 @@ class SidecarSpec(_Spec):
     metrics_address: str = "127.0.0.1:9464"
     #: Grace period for in-flight requests on shutdown.
     drain_seconds: float = Field(5.0, ge=0, le=300)
+    #: ``aio`` (one event loop, best tail latency) or ``threads`` (grpcio thread pool, less CPU
+    #: per request; each in-flight request holds a thread). See docs/sidecar.md.
+    server: Literal["aio", "threads"] = "aio"
+    threads: int = Field(16, ge=1, le=1024)
     #: Request header that selects a chain. Only safe if Envoy sets it (clients could too).
     chain_header: str | None = None
     request_attributes: tuple[str, ...] = DEFAULT_REQUEST_ATTRIBUTES

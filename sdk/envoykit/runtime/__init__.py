@@ -12,6 +12,8 @@ from ._metrics import HOOK_BUCKETS, MetricsEndpoint, SidecarMetrics
 from ._router import CHAIN_METADATA_KEY, ROUTE_METADATA_ATTRIBUTE, ChainRouter
 from ._server import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_THREADS,
+    ServerModel,
     ServiceFactory,
     SidecarServer,
     SidecarService,
@@ -26,6 +28,8 @@ __all__ = [
     "ChainRouter",
     "DEFAULT_ADDRESS",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_THREADS",
+    "ServerModel",
     "HEALTH_SERVICE_NAME",
     "HOOK_BUCKETS",
     "HealthState",

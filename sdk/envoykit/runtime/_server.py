@@ -10,12 +10,13 @@ what is still running when the grace period ends.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import signal
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 import grpc
 from google.protobuf.internal import api_implementation
@@ -33,8 +34,16 @@ __all__ = [
     "ServiceFactory",
     "run_sidecar",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_THREADS",
+    "ServerModel",
     "check_protobuf_backend",
 ]
+
+#: ``aio``: one grpc.aio event loop (lowest tail latency, the default).
+#: ``threads``: grpcio's thread-pool server (measured ~20% less CPU per stream; each in-flight
+#: stream holds a thread, so size ``threads`` to the concurrent requests you expect).
+ServerModel = Literal["aio", "threads"]
+DEFAULT_THREADS = 16
 
 log = logging.getLogger("envoykit.runtime")
 
@@ -48,7 +57,7 @@ class SidecarService(Protocol):
     #: Fully qualified gRPC service name, also reported by the health service.
     service_name: str
 
-    def add_to_server(self, server: grpc.aio.Server) -> None: ...
+    def add_to_server(self, server: grpc.aio.Server | grpc.Server) -> None: ...
 
 
 #: Builds a service from the server's chain router and metrics.
@@ -98,7 +107,13 @@ class SidecarServer:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         drain_delay: float = 0.0,
         services: Sequence[ServiceFactory] | None = None,
+        server_model: ServerModel = "aio",
+        threads: int = DEFAULT_THREADS,
     ) -> None:
+        if server_model not in ("aio", "threads"):
+            raise ValueError(f"server_model must be 'aio' or 'threads', not {server_model!r}")
+        self.server_model = server_model
+        self.threads = threads
         self.listen = parse_listen_address(address)
         self.metrics = SidecarMetrics(registry)
         self.router = ChainRouter(
@@ -112,11 +127,11 @@ class SidecarServer:
 
             services = (ExtProcService,)
         self.services = [factory(self.router, self.metrics) for factory in services]
-        self.health = HealthState(s.service_name for s in self.services)
+        self.health = HealthState((s.service_name for s in self.services), threaded=server_model == "threads")
         self._metrics_endpoint = (
             MetricsEndpoint(self.metrics.registry, metrics_address) if metrics_address else None
         )
-        self._server: grpc.aio.Server | None = None
+        self._server: grpc.aio.Server | grpc.Server | None = None
         self._bound = self.listen
         self._stopping: asyncio.Task[None] | None = None
 
@@ -143,14 +158,21 @@ class SidecarServer:
         if self._server is not None:
             raise RuntimeError("this SidecarServer was already started")
         check_protobuf_backend()
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", self.max_message_bytes),
-                ("grpc.max_send_message_length", self.max_message_bytes),
-                ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
-            ]
-        )
+        options = [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
+        ]
+        server: grpc.aio.Server | grpc.Server
+        if self.server_model == "threads":
+            pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="envoykit-rpc")
+            server = grpc.server(pool, options=options)
+        else:
+            server = grpc.aio.server(options=options)
+        loop = asyncio.get_running_loop()
         for service in self.services:
+            if hasattr(service, "loop"):
+                service.loop = loop  # the thread-pool model runs async hooks on this loop
             service.add_to_server(server)
         self.health.add_to_server(server)
         await self.health.set_not_serving()
@@ -162,13 +184,16 @@ class SidecarServer:
         if not self.listen.is_unix and port == 0:
             raise OSError(f"envoykit sidecar cannot listen on {target}")
         self._bound = self.listen.with_port(port)
-        await server.start()
+        if isinstance(server, grpc.aio.Server):
+            await server.start()
+        else:
+            server.start()
         self._server = server
         if self._metrics_endpoint is not None:
             try:
                 self._metrics_endpoint.start()
             except OSError:
-                await server.stop(None)
+                await _stop_server(server, None)
                 raise
         await self.health.set_serving()
         log.info(
@@ -188,15 +213,15 @@ class SidecarServer:
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._stop(self._server, grace))
         elif grace is None:
-            await self._server.stop(None)
+            await _stop_server(self._server, None)
         await asyncio.shield(self._stopping)
 
-    async def _stop(self, server: grpc.aio.Server, grace: float | None) -> None:
+    async def _stop(self, server: grpc.aio.Server | grpc.Server, grace: float | None) -> None:
         await self.health.shutting_down()
         if self.drain_delay > 0:
             await asyncio.sleep(self.drain_delay)
         log.info("envoykit sidecar stopping (grace %ss)", grace)
-        await server.stop(grace)
+        await _stop_server(server, grace)
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.stop()
         if self.listen.path is not None:
@@ -204,8 +229,19 @@ class SidecarServer:
 
     async def wait(self) -> None:
         """Return when the server has terminated (after ``stop``)."""
-        if self._server is not None:
-            await self._server.wait_for_termination()
+        server = self._server
+        if isinstance(server, grpc.aio.Server):
+            await server.wait_for_termination()
+        elif server is not None:
+            await asyncio.to_thread(server.wait_for_termination)
+
+
+async def _stop_server(server: grpc.aio.Server | grpc.Server, grace: float | None) -> None:
+    if isinstance(server, grpc.aio.Server):
+        await server.stop(grace)
+        return
+    done = server.stop(grace)  # a threading.Event, set once in-flight streams are finished
+    await asyncio.to_thread(done.wait, (grace or 0) + 10.0)
 
 
 def _remove_socket(path: str) -> None:
@@ -237,6 +273,8 @@ def run_sidecar(
     drain_seconds: float = 5.0,
     drain_delay: float = 0.0,
     services: Sequence[ServiceFactory] | None = None,
+    server_model: ServerModel = "aio",
+    threads: int = DEFAULT_THREADS,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop gracefully (``drain_seconds`` of grace).
 
@@ -253,6 +291,8 @@ def run_sidecar(
         max_message_bytes=max_message_bytes,
         drain_delay=drain_delay,
         services=services,
+        server_model=server_model,
+        threads=threads,
     )
     with asyncio.Runner(loop_factory=new_event_loop_factory()) as runner:
         runner.run(_serve_until_signal(server, drain_seconds))

@@ -19,7 +19,14 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 
 from .._chain import Chain
-from ._server import DEFAULT_MAX_MESSAGE_BYTES, ServiceFactory, SidecarServer, new_event_loop_factory
+from ._server import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_THREADS,
+    ServerModel,
+    ServiceFactory,
+    SidecarServer,
+    new_event_loop_factory,
+)
 
 __all__ = ["SidecarThread"]
 
@@ -48,6 +55,8 @@ class SidecarThread:
         startup_timeout: float = 10.0,
         stop_grace: float = 2.0,
         use_uvloop: bool = False,
+        server_model: ServerModel = "aio",
+        threads: int = DEFAULT_THREADS,
     ) -> None:
         # Built here so configuration errors surface in the caller's thread right away.
         self.server = SidecarServer(
@@ -59,6 +68,8 @@ class SidecarThread:
             registry=registry,
             max_message_bytes=max_message_bytes,
             services=services,
+            server_model=server_model,
+            threads=threads,
         )
         self.startup_timeout = startup_timeout
         self.stop_grace = stop_grace

@@ -95,12 +95,13 @@ def start_gateway(
     chain_header: str | None = None,
     request_attributes: Sequence[str] | None = None,
     access_log: bool = True,
+    server_model: str = "aio",
 ) -> LiveGateway:
     """Start the sidecar for ``chains`` and an Envoy routing to ``upstream`` through it.
 
     ``routes`` are gateway-file routes (``{"prefix": "/api", "chain": "api"}``; the upstream
     defaults to the echo upstream). ``transport="unix"`` serves the sidecar on a Unix socket that
-    Envoy reaches through a ``pipe`` address.
+    Envoy reaches through a ``pipe`` address. ``server_model`` is ``"aio"`` or ``"threads"``.
     """
     built = _as_chains(chains)
     sidecar_spec: dict[str, Any] = {
@@ -134,7 +135,11 @@ def start_gateway(
             address = f"unix:{sock_dir}/sidecar.sock"
         sidecar = stack.enter_context(
             SidecarThread(
-                built, default_chain=config.effective_default_chain, address=address, chain_header=chain_header
+                built,
+                default_chain=config.effective_default_chain,
+                address=address,
+                chain_header=chain_header,
+                server_model="threads" if server_model == "threads" else "aio",
             )
         )
         bootstrap = render_bootstrap(
