@@ -56,9 +56,13 @@ def test_core_is_pure(path: Path):
 @pytest.mark.parametrize("path", sorted(FILTERS.rglob("*.py")), ids=lambda p: p.name)
 def test_filters_use_only_the_public_sdk(path: Path):
     for name in imports(path):
-        assert top(name) not in {"grpc", "google", "envoy", "prometheus_client"}, f"{path.name} imports {name}"
+        assert top(name) not in {"grpc", "google", "envoy", "prometheus_client"}, (
+            f"{path.name} imports {name}"
+        )
         if top(name) == "envoykit":
-            assert name == "envoykit", f"{path.name} imports {name}: filters use only the public `envoykit` API"
+            assert name == "envoykit", (
+                f"{path.name} imports {name}: filters use only the public `envoykit` API"
+            )
 
 
 def test_nothing_below_the_cli_imports_it():

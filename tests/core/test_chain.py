@@ -70,7 +70,9 @@ def test_local_reply_short_circuits_and_returns_through_earlier_filters():
 
 
 def test_reply_from_a_response_hook_replaces_the_upstream_response():
-    x = Harness(Chain([recorder("a"), recorder("b", reply_on="response", status=502), recorder("c")])).request()
+    x = Harness(
+        Chain([recorder("a"), recorder("b", reply_on="response", status=502), recorder("c")])
+    ).request()
     assert x.local_reply and x.upstream_request is not None
     assert x.status == 502 and x.response.body == b"b replaced it"
     assert LOG.events == ["a:req", "b:req", "c:req", "c:resp", "b:resp", "a:resp(local)"]
@@ -91,7 +93,10 @@ def test_fail_closed_gives_a_generic_500_and_logs(caplog):
     assert b"secret" not in x.response.body and b"RuntimeError" not in x.response.body
     assert x.response.headers.get_all("x-seen-by") == ["outer"]
     record = caplog.records[-1]
-    assert "'boom' raised in on_request_headers" in record.getMessage() and "failing closed" in record.getMessage()
+    assert (
+        "'boom' raised in on_request_headers" in record.getMessage()
+        and "failing closed" in record.getMessage()
+    )
     assert record.exc_info is not None
 
 
@@ -170,7 +175,6 @@ def test_state_is_per_request_and_shared_across_phases():
         n: int = 0
 
     class Counter(HttpFilter[EmptyConfig, Count]):
-
         def on_request_headers(self, request, state):
             state.n += 1
 
@@ -261,9 +265,9 @@ def test_trailers_can_be_read_and_changed():
         def on_response_trailers(self, response, state):
             response.trailers.remove("grpc-message")
 
-    x = Harness(Trail, upstream=UpstreamResponse(trailers={"grpc-status": "0", "grpc-message": "ok"})).request(
-        "POST", body=b"x", trailers={"x-sum": "42"}
-    )
+    x = Harness(
+        Trail, upstream=UpstreamResponse(trailers={"grpc-status": "0", "grpc-message": "ok"})
+    ).request("POST", body=b"x", trailers={"x-sum": "42"})
     assert x.upstream_request.trailers["x-checked"] == "42"
     assert "grpc-message" not in x.response.trailers and x.response.trailers["grpc-status"] == "0"
 

@@ -70,7 +70,7 @@ def test_hook_with_wrong_arity_is_an_error():
 
 
 def test_config_type_must_be_a_filter_config():
-    with pytest.raises(FilterDefinitionError, match="must subclass envoykit.FilterConfig"):
+    with pytest.raises(FilterDefinitionError, match=r"must subclass envoykit\.FilterConfig"):
 
         class Bad(HttpFilter[dict, NoState]):  # type: ignore[type-var]
             pass

@@ -11,7 +11,9 @@ from envoykit.testing import LiveGateway
 
 
 @pytest.fixture(params=["aio", "threads"])
-def gateway_factory(request: pytest.FixtureRequest, gateway_factory: Callable[..., LiveGateway]) -> Callable[..., LiveGateway]:
+def gateway_factory(
+    request: pytest.FixtureRequest, gateway_factory: Callable[..., LiveGateway]
+) -> Callable[..., LiveGateway]:
     def factory(chains: Any, **options: Any) -> LiveGateway:
         return gateway_factory(chains, server_model=request.param, **options)
 

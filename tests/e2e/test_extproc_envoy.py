@@ -41,7 +41,12 @@ def test_response_header_added(gateway_factory):
 
 
 def test_local_reply_never_reaches_the_upstream(gateway_factory):
-    chain = Chain([AddHeaders({"response": {"x-decorated": "yes"}}), DenyPaths({"prefixes": ["/admin"], "body": "nope\n"})])
+    chain = Chain(
+        [
+            AddHeaders({"response": {"x-decorated": "yes"}}),
+            DenyPaths({"prefixes": ["/admin"], "body": "nope\n"}),
+        ]
+    )
     gw = gateway_factory(chain)
     response = gw.get("/admin/users")
     assert response.status_code == 403
@@ -190,7 +195,9 @@ def test_filter_exception_fail_open(gateway_factory, caplog):
 
 @pytest.mark.parametrize("allow", [True, False])
 def test_sidecar_down_follows_failure_mode_allow(gateway_factory, allow):
-    gw = gateway_factory(AddHeaders({"request": {"x-a": "1"}}), failure_mode_allow=allow, message_timeout_ms=2000)
+    gw = gateway_factory(
+        AddHeaders({"request": {"x-a": "1"}}), failure_mode_allow=allow, message_timeout_ms=2000
+    )
     assert gw.get("/").status_code == 200
     gw.stop_sidecar()
     response = gw.get("/after")
@@ -243,7 +250,8 @@ def test_phases_a_chain_does_not_use_are_never_sent(gateway_factory):
     for _ in range(3):
         assert gw.get("/").status_code == 200
     calls = gw.sidecar.registry.get_sample_value(
-        "envoykit_filter_calls_total", {"chain": "default", "filter": "add-headers", "phase": "request_headers"}
+        "envoykit_filter_calls_total",
+        {"chain": "default", "filter": "add-headers", "phase": "request_headers"},
     )
     assert calls == 3
     # Envoy's own counters: no response-phase messages were exchanged with the sidecar.
@@ -269,3 +277,16 @@ def test_async_hooks_run_in_the_sidecar(gateway_factory):
     denied = gw.get("/")
     assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Bearer"
     assert header(echoed(gw.get("/", headers={"authorization": "Bearer ok"})), "x-user") == "alice"
+
+
+def test_normal_requests_log_no_errors(gateway_factory, caplog):
+    """A stream Envoy closes after its last phase is a normal end, in both server models."""
+    gw = gateway_factory(AddHeaders({"request": {"x-a": "1"}, "response": {"x-b": "2"}}))
+    for _ in range(5):
+        assert gw.get("/").status_code == 200
+    gw.stop_sidecar()  # let every stream finish before looking at the log
+    assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
+    assert gw.sidecar.registry.get_sample_value("envoykit_stream_errors_total", {"reason": "internal"}) in (
+        None,
+        0,
+    )

@@ -79,7 +79,10 @@ def test_clusters_for_upstreams_and_sidecar():
     assert clusters["upstream_app"]["type"] == "STATIC"
     assert clusters["upstream_grpc"]["type"] == "STRICT_DNS"
     opts = clusters["upstream_grpc"]["typed_extension_protocol_options"]
-    assert "http2_protocol_options" in opts["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"]
+    assert (
+        "http2_protocol_options"
+        in opts["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"]
+    )
     sidecar = clusters["envoykit_sidecar"]
     assert "http2_protocol_options" in str(sidecar["typed_extension_protocol_options"])
 

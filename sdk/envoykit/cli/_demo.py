@@ -18,10 +18,10 @@ from pathlib import Path
 
 import httpx
 
+from .._errors import EnvoykitError
 from ..envoyconfig import render_bootstrap
 from ..gateway import Gateway
 from ..runtime import SidecarThread
-from .._errors import EnvoykitError
 from ..testing import EchoUpstream, EnvoyProcess
 
 __all__ = ["run_demo", "EXAMPLES"]
@@ -43,7 +43,9 @@ class Example:
 
 #: The requests the built-in demo gateway answers (see envoykit/demo/gateway.yaml).
 EXAMPLES = (
-    Example("default chain: the upstream echoes x-envoykit-demo, you get x-envoykit: demo", "GET", "/hello", 200),
+    Example(
+        "default chain: the upstream echoes x-envoykit-demo, you get x-envoykit: demo", "GET", "/hello", 200
+    ),
     Example("deny-paths answers locally, the upstream never sees it", "GET", "/admin", 403),
     Example("/api runs the 'api' chain (route-selected): x-envoykit: api", "GET", "/api/books", 200),
     Example("/static has no chain: Envoy skips the sidecar entirely", "GET", "/static/app.js", 200),
@@ -63,7 +65,9 @@ def _port_free(port: int) -> bool:
 def run_demo(gateway: Gateway, *, port: int, smoke: bool = False) -> int:
     """Run until Ctrl-C (or, with ``smoke``, until the examples were checked). Exit status."""
     if port and not _port_free(port):
-        print(f"error: port {port} is in use; pick another with --port or ENVOYKIT_DEMO_PORT", file=sys.stderr)
+        print(
+            f"error: port {port} is in use; pick another with --port or ENVOYKIT_DEMO_PORT", file=sys.stderr
+        )
         return 1
     config = gateway.config
     with (

@@ -73,7 +73,17 @@ def _serialize(message: Any) -> bytes:
 class _ChainPlan:
     """What a chain needs from ext_proc, computed once: flags and its prebuilt responses."""
 
-    __slots__ = ("chain", "is_async", "mode", "name", "request_body", "request_headers_noop", "response_body", "wants")
+    __slots__ = (
+        "chain",
+        "final_kind",
+        "is_async",
+        "mode",
+        "name",
+        "request_body",
+        "request_headers_noop",
+        "response_body",
+        "wants",
+    )
 
     def __init__(self, chain: Chain) -> None:
         needs = chain.needs
@@ -86,6 +96,17 @@ class _ChainPlan:
         ).SerializeToString()
         self.request_body = needs.request_body
         self.response_body = needs.response_body
+        #: The last message this chain needs, when that is knowable in advance: after answering it
+        #: the sidecar ends the stream (an OK close tells Envoy processing is complete), freeing
+        #: it without waiting for Envoy to close. Trailers may or may not come: no early close.
+        self.final_kind: str | None = None
+        if not (needs.request_trailers or needs.response_trailers):
+            if needs.response_body is not BodyMode.NONE:
+                self.final_kind = "response_body"
+            elif needs.any_response:
+                self.final_kind = "response_headers"
+            elif needs.request_body is BodyMode.NONE:
+                self.final_kind = "request_headers"
         #: Message kinds this chain runs; any other kind is answered with a no-op.
         self.wants = {
             "request_headers": True,
@@ -155,9 +176,9 @@ class ExtProcService:
                     await write(_UNKNOWN_CHAIN)
                     return
                 await write(await self._phase(ctx.plan, ctx.stream, request, kind, headers))
-                if ctx.stream.finished:
+                if ctx.stream.finished or _is_final(ctx.plan, kind, request):
                     return
-        except Exception as exc:  # a runtime bug ends this stream (Envoy applies failure_mode_allow)
+        except Exception as exc:  # noqa: BLE001 - a runtime bug ends this stream (Envoy applies failure_mode_allow)
             self._stream_failed(ctx, exc)
             await context.abort(grpc.StatusCode.INTERNAL, "envoykit sidecar internal error")
 
@@ -172,8 +193,12 @@ class ExtProcService:
                     yield _UNKNOWN_CHAIN
                     return
                 yield self._phase_sync(ctx.plan, ctx.stream, request, kind, headers)
-                if ctx.stream.finished:
+                if ctx.stream.finished or _is_final(ctx.plan, kind, request):
                     return
+        except grpc.RpcError:
+            # Envoy closed or cancelled the stream (it does once the last phase is answered):
+            # the normal end of a request, as EOF is for the aio loop. Nothing to log.
+            return
         except Exception as exc:  # noqa: BLE001 - same policy as the aio loop
             self._stream_failed(ctx, exc)
             context.abort(grpc.StatusCode.INTERNAL, "envoykit sidecar internal error")
@@ -219,11 +244,15 @@ class ExtProcService:
             )
         return None
 
-    async def _phase(self, plan: _ChainPlan, stream: Stream, request: Any, kind: str | None, headers: Headers | None) -> Any:
+    async def _phase(
+        self, plan: _ChainPlan, stream: Stream, request: Any, kind: str | None, headers: Headers | None
+    ) -> Any:
         run, finish = self._begin(plan, stream, request, kind, headers)
         return finish if run is None else finish(await drive_async(run))
 
-    def _phase_sync(self, plan: _ChainPlan, stream: Stream, request: Any, kind: str | None, headers: Headers | None) -> Any:
+    def _phase_sync(
+        self, plan: _ChainPlan, stream: Stream, request: Any, kind: str | None, headers: Headers | None
+    ) -> Any:
         run, finish = self._begin(plan, stream, request, kind, headers)
         if run is None:
             return finish
@@ -249,23 +278,31 @@ class ExtProcService:
             if headers is None:
                 headers = headers_in(message.headers)
             got = headers
-            return stream.request_headers(got, message.end_of_stream), lambda reply: (
-                self._local_reply(plan, stream, reply)
-                if reply is not None
-                else _headers_response(kind, got, stream, plan.request_headers_noop, plan.mode)
+            return (
+                stream.request_headers(got, message.end_of_stream),
+                lambda reply: (
+                    self._local_reply(plan, stream, reply)
+                    if reply is not None
+                    else _headers_response(kind, got, stream, plan.request_headers_noop, plan.mode)
+                ),
             )
         if kind == "response_headers":
             message = request.response_headers
             got = headers_in(message.headers)
-            return stream.response_headers(got, message.end_of_stream), lambda reply: (
-                self._local_reply(plan, stream, reply)
-                if reply is not None
-                else _headers_response(kind, got, stream, _NOOP[kind], None)
+            return (
+                stream.response_headers(got, message.end_of_stream),
+                lambda reply: (
+                    self._local_reply(plan, stream, reply)
+                    if reply is not None
+                    else _headers_response(kind, got, stream, _NOOP[kind], None)
+                ),
             )
         if kind in ("request_body", "response_body"):
             message = getattr(request, kind)
             is_request = kind == "request_body"
-            run = (stream.request_body if is_request else stream.response_body)(message.body, message.end_of_stream)
+            run = (stream.request_body if is_request else stream.response_body)(
+                message.body, message.end_of_stream
+            )
             mode = plan.request_body if is_request else plan.response_body
 
             def body_answer(reply: Response | None) -> Any:
@@ -277,11 +314,18 @@ class ExtProcService:
 
             return run, body_answer
         trailers = headers_in(getattr(request, kind).trailers)
-        run = stream.request_trailers(trailers) if kind == "request_trailers" else stream.response_trailers(trailers)
-        return run, lambda reply: (
-            self._local_reply(plan, stream, reply)
-            if reply is not None
-            else _trailers_response(kind, trailers, stream)
+        run = (
+            stream.request_trailers(trailers)
+            if kind == "request_trailers"
+            else stream.response_trailers(trailers)
+        )
+        return (
+            run,
+            lambda reply: (
+                self._local_reply(plan, stream, reply)
+                if reply is not None
+                else _trailers_response(kind, trailers, stream)
+            ),
         )
 
     def _local_reply(self, plan: _ChainPlan, stream: Stream, reply: Response) -> Any:
@@ -292,6 +336,13 @@ class ExtProcService:
         if metadata:
             response.dynamic_metadata.CopyFrom(metadata_to_struct(metadata))
         return response
+
+
+def _is_final(plan: _ChainPlan, kind: str | None, request: Any) -> bool:
+    """Whether this answered message was the last one the chain will get."""
+    if kind != plan.final_kind:
+        return False
+    return kind != "response_body" or bool(request.response_body.end_of_stream)
 
 
 def _metadata_store(request: Any) -> MetadataStore:

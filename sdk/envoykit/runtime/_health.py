@@ -8,6 +8,7 @@ stops accepting streams, so health checkers move new requests elsewhere while in
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,7 +29,7 @@ class HealthState:
         self.services = ("", *services)
         #: grpc.aio servers need the aio servicer; thread-pool servers the classic one.
         self.threaded = threaded
-        self.servicer = health.HealthServicer() if threaded else health_aio.HealthServicer()
+        self.servicer: Any = health.HealthServicer() if threaded else health_aio.HealthServicer()
         self.serving = False
 
     def add_to_server(self, server: grpc.aio.Server | grpc.Server) -> None:

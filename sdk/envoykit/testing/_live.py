@@ -12,7 +12,6 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -121,7 +120,9 @@ def start_gateway(
             "upstreams": {"echo": {"url": f"http://127.0.0.1:{upstream.port}"}},
             "chains": {name: [] for name in built},
             "default_chain": default_chain if default_chain in built else None,
-            "routes": [{"upstream": "echo", **r} for r in routes] if routes else [{"prefix": "/", "upstream": "echo"}],
+            "routes": [{"upstream": "echo", **r} for r in routes]
+            if routes
+            else [{"prefix": "/", "upstream": "echo"}],
         }
     )
     gateway = Gateway(config, built, source="<test gateway>")
@@ -147,7 +148,9 @@ def start_gateway(
             sidecar=sidecar.address,
             listener_port=0,
             admin_port=0,
-            access_log=str(envoy_factory.root / f"access-{len(envoy_factory.started) + 1}.log") if access_log else "",
+            access_log=str(envoy_factory.root / f"access-{len(envoy_factory.started) + 1}.log")
+            if access_log
+            else "",
         )
         envoy = envoy_factory(bootstrap)
         live = LiveGateway(envoy, sidecar, upstream, gateway)

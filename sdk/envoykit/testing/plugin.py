@@ -79,7 +79,9 @@ def envoy_validate() -> Callable[..., None]:
 
 
 @pytest.fixture
-def gateway_factory(echo_upstream: EchoUpstream, envoy_factory: EnvoyFactory) -> Iterator[Callable[..., LiveGateway]]:
+def gateway_factory(
+    echo_upstream: EchoUpstream, envoy_factory: EnvoyFactory
+) -> Iterator[Callable[..., LiveGateway]]:
     """``gateway_factory(chain_or_filter, **options) -> LiveGateway``: a real Envoy calling the
     envoykit sidecar for your chain, in front of ``echo_upstream``. Everything is stopped after
     the test. Options: see ``envoykit.testing.start_gateway`` (routes, failure_mode_allow,
@@ -96,8 +98,6 @@ def gateway_factory(echo_upstream: EchoUpstream, envoy_factory: EnvoyFactory) ->
     finally:
         for live in reversed(started):
             live.close()
-
-
 
 
 @pytest.hookimpl(wrapper=True)
