@@ -77,11 +77,18 @@ class Outcome:
     samples: list[Sample] = field(default_factory=list)
     error: str | None = None
 
+    def undisturbed(self) -> list[Sample]:
+        """Samples during which other processes left the machine (nearly) idle."""
+        return [s for s in self.samples if s.others_cores < BUSY_NEIGHBOUR_CORES]
+
     @property
     def median(self) -> Sample | None:
-        if not self.samples:
+        """The median by req/s of the undisturbed samples, or of all when none is undisturbed:
+        a neighbour only ever slows a sample down, so disturbed ones would bias it low."""
+        pool = self.undisturbed() or self.samples
+        if not pool:
             return None
-        ranked = sorted(self.samples, key=lambda s: s.wrk.requests_per_s)
+        ranked = sorted(pool, key=lambda s: s.wrk.requests_per_s)
         return ranked[len(ranked) // 2]
 
     @property
@@ -103,9 +110,10 @@ class Outcome:
                 notes.append(f"ext_proc streams {median.ext_proc_streams} < requests {r.requests}")
             if median.others_cores >= BUSY_NEIGHBOUR_CORES:
                 notes.append(f"other processes used {median.others_cores:.2f} cores during the run")
+        pool = self.undisturbed() or self.samples
         if len(self.samples) > 1:
-            spread = statistics.pstdev(s.wrk.requests_per_s for s in self.samples)
-            notes.append(f"median of {len(self.samples)}, req/s stdev {spread:.0f}")
+            spread = statistics.pstdev(s.wrk.requests_per_s for s in pool)
+            notes.append(f"median of {len(pool)}/{len(self.samples)} samples, req/s stdev {spread:.0f}")
         if self.error and self.samples:
             notes.append(f"a later round failed: {self.error.splitlines()[0]}")
         return notes

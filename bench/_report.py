@@ -93,6 +93,12 @@ def ratios(outcomes: Sequence[Outcome]) -> list[tuple[str, float | None, str]]:
     by = _by_key(outcomes)
     pairs = [
         ("envoykit (TCP) / peer (TCP), req/s", "envoykit-tcp", "peer-tcp", TARGET_VS_PEER),
+        (
+            "envoykit `server: threads` (TCP) / peer (TCP), req/s",
+            "envoykit-threads-tcp",
+            "peer-tcp",
+            TARGET_VS_PEER,
+        ),
         ("envoykit (unix socket) / envoykit (TCP), req/s", "envoykit-uds", "envoykit-tcp", None),
         ("envoykit (TCP) / no filter, req/s", "envoykit-tcp", "no-filter", None),
         ("peer (TCP) / no filter, req/s", "peer-tcp", "no-filter", None),
@@ -199,7 +205,8 @@ def results_markdown(
         f"- pinning: {settings.pinning.describe()}",
         f"- load: {env.wrk}; `wrk --latency -t1 -c{settings.connections} -d{settings.duration_s:g}s`, "
         f"{settings.warmup_s:g}s warm-up, {settings.repeat} round(s)"
-        " (every scenario once per round, fresh processes; median by req/s), loopback",
+        " (every scenario once per round, fresh processes; a sample disturbed by other processes is"
+        " retried; median by req/s of the undisturbed samples), loopback",
         "- ext_proc: request + response headers SEND, bodies NONE, trailers SKIP,"
         " `failure_mode_allow: false`, `message_timeout: 1s`, sidecar cluster over HTTP/2",
         "- no-op logic: a request-headers hook and a response-headers hook that both return continue",

@@ -64,7 +64,8 @@ def ensure_peer_venv(timeout: float = 900.0) -> None:
             else:
                 noise = "is ignored: it is neither a file nor a directory"
                 lines = [ln for ln in (done.stderr + done.stdout).splitlines() if noise not in ln]
-                _peer_state = (False, "setup_peer.sh failed:\n" + "\n".join(lines[-20:]))
+                tail = [ln if len(ln) <= 300 else ln[:300] + " ..." for ln in lines[-20:]]
+                _peer_state = (False, "setup_peer.sh failed:\n" + "\n".join(tail))
         except subprocess.TimeoutExpired:
             _peer_state = (False, f"setup_peer.sh did not finish within {timeout:.0f}s")
     ok, reason = _peer_state

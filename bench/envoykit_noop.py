@@ -7,13 +7,15 @@ OS-assigned port: it prints ``ready <address>`` once serving, then serves until 
 
 Exits with code 3 and one line saying what is missing when envoykit has no sidecar runtime yet.
 
-Usage: .venv/bin/python -m bench.envoykit_noop --address 127.0.0.1:0   (or unix:/path.sock)
+Usage: .venv/bin/python -m bench.envoykit_noop --address 127.0.0.1:0 [--profile out.prof]
+(or --address unix:/path.sock)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
@@ -52,10 +54,16 @@ def _sidecar_server_class() -> type[SidecarServer]:
     return server_cls
 
 
-async def serve(address: str) -> None:
+async def serve(address: str, server_model: str = "aio", threads: int = 16) -> None:
     server_cls = _sidecar_server_class()
     try:
-        server = server_cls({"bench": build_chain()}, default_chain="bench", address=address)
+        server = server_cls(
+            {"bench": build_chain()},
+            default_chain="bench",
+            address=address,
+            server_model="threads" if server_model == "threads" else "aio",
+            threads=threads,
+        )
     except ImportError as exc:  # e.g. the ext_proc servicer (envoykit.extproc) is not written yet
         print(f"envoykit sidecar runtime not available ({exc})", flush=True)
         sys.exit(EXIT_UNAVAILABLE)
@@ -83,9 +91,22 @@ def main() -> None:
     parser.add_argument(
         "--address", default="127.0.0.1:0", help="host:port (port 0 = OS-assigned) or unix:PATH"
     )
+    parser.add_argument("--server", choices=["aio", "threads"], default="aio", help="sidecar server model")
+    parser.add_argument("--threads", type=int, default=16, help="worker threads for --server threads")
+    parser.add_argument(
+        "--profile", metavar="PATH", help="write cProfile stats of the event loop here on exit"
+    )
     args = parser.parse_args()
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(args.address))
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler is not None:
+        profiler.enable()  # handlers run on the event-loop thread, so this sees the hot path
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(args.address, args.server, args.threads))
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
 
 
 if __name__ == "__main__":
