@@ -65,6 +65,20 @@ def test_filters_use_only_the_public_sdk(path: Path):
             )
 
 
+INPROXY_FILES = sorted((SDK / "inproxy").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", INPROXY_FILES, ids=lambda p: p.name)
+def test_inproxy_runtime_is_freezable(path: Path):
+    """It is frozen into a Wasm module: the stdlib and the SDK core only (no gRPC, no YAML...)."""
+    for name in imports(path):
+        if top(name) == "envoykit":
+            sub = name.split(".")[1] if "." in name else ""
+            assert sub in ("", "inproxy") or sub not in SUBPACKAGES, f"{path.name} imports {name}"
+        else:
+            assert top(name) in sys.stdlib_module_names, f"{path.name} imports {name}"
+
+
 def test_nothing_below_the_cli_imports_it():
     for path in SDK.rglob("*.py"):
         if "cli" in path.relative_to(SDK).parts:

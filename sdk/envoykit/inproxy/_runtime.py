@@ -1,0 +1,336 @@
+"""The in-proxy runtime: an envoykit chain as a proxy-wasm HTTP filter.
+
+Envoy calls ``proxy_on_*`` callbacks; the C shim forwards each to a method here, which runs the
+matching ``Stream`` phase (``drive_sync``: nothing can be awaited inside Envoy) and writes the
+recorded changes back through the ``Host``. Semantics match the sidecar so a chain answers the
+same in both placements:
+
+- buffered bodies: headers are held (``StopIteration``) until the body is complete, so a body
+  change can fix content-length; streamed bodies: content-length is dropped up front, each
+  chunk is processed as it passes;
+- a local reply goes out with the headers the response hooks added; when Envoy then runs this
+  filter's response callbacks on that reply, they pass it through untouched;
+- a bug in this runtime answers 500 (or continues, with ``failure_mode_allow``), never crashes
+  Envoy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._attributes import Attributes, TlsInfo
+from .._chain import Chain, PhaseRun, Stream, drive_sync, header_changes
+from .._config import validate_config
+from .._errors import ConfigError, EnvoykitError
+from .._filter import HttpFilter
+from .._headers import Headers
+from .._messages import Response
+from .._phases import BodyMode, Phase
+from ._abi import BufferType, DataStatus, HeaderMap, HeadersStatus, Host, LogLevel, TrailersStatus
+
+__all__ = ["InProxyRuntime", "PLACEMENT"]
+
+PLACEMENT = "inside Envoy (Wasm)"
+_ERROR_BODY = b"internal server error\n"
+
+
+@dataclass(frozen=True)
+class _Direction:
+    headers_map: int
+    trailers_map: int
+    body_buffer: int
+    body_mode: Callable[[Chain], BodyMode]
+    start_headers: Callable[[Stream, Headers, bool], PhaseRun[Response | None]]
+    body: Callable[[Stream, bytes, bool], PhaseRun[Response | None]]
+    trailers: Callable[[Stream, Headers], PhaseRun[Response | None]]
+    message: Callable[[Stream], Any]
+    trailer_phase: Phase
+
+
+_REQUEST = _Direction(
+    HeaderMap.REQUEST_HEADERS,
+    HeaderMap.REQUEST_TRAILERS,
+    BufferType.HTTP_REQUEST_BODY,
+    lambda chain: chain.needs.request_body,
+    Stream.request_headers,
+    Stream.request_body,
+    Stream.request_trailers,
+    lambda stream: stream.request,
+    Phase.REQUEST_TRAILERS,
+)
+_RESPONSE = _Direction(
+    HeaderMap.RESPONSE_HEADERS,
+    HeaderMap.RESPONSE_TRAILERS,
+    BufferType.HTTP_RESPONSE_BODY,
+    lambda chain: chain.needs.response_body,
+    Stream.response_headers,
+    Stream.response_body,
+    Stream.response_trailers,
+    lambda stream: stream.response,
+    Phase.RESPONSE_TRAILERS,
+)
+
+
+@dataclass
+class _Context:
+    stream: Stream
+    replied: bool = False
+    #: Bytes Envoy has buffered for us so far, per direction (buffered body mode).
+    buffered: dict[int, int] = field(default_factory=dict)
+    #: Directions whose body hooks already ran (e.g. at trailers time).
+    body_done: set[int] = field(default_factory=set)
+
+
+class InProxyRuntime:
+    """The root context: holds the chain built at configure time and one ``_Context`` per request."""
+
+    def __init__(self, host: Host, filters: Mapping[str, type[HttpFilter[Any, Any]]]) -> None:
+        self.host = host
+        #: Filter classes compiled into the module, by the names plugin configs use.
+        self.filters = dict(filters)
+        self.chain: Chain | None = None
+        self.failure_mode_allow = False
+        self._contexts: dict[int, _Context] = {}
+
+    # -- configuration -----------------------------------------------------------------------
+    def on_configure(self, configuration: bytes) -> bool:
+        """Validate the plugin configuration; ``False`` makes Envoy reject it at load."""
+        try:
+            self.chain, self.failure_mode_allow = self._build(configuration)
+        except EnvoykitError as exc:
+            self.host.log(LogLevel.ERROR, f"envoykit: invalid plugin configuration: {exc}")
+            return False
+        return True
+
+    def _build(self, configuration: bytes) -> tuple[Chain, bool]:
+        try:
+            document = json.loads(configuration or b"{}")
+        except ValueError as exc:
+            raise ConfigError(f"not JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise ConfigError("expected a JSON object")
+        unknown = set(document) - {"chain", "filters", "failure_mode_allow"}
+        if unknown:
+            raise ConfigError(f"unknown field(s) {sorted(unknown)}")
+        specs = document.get("filters", [])
+        if not isinstance(specs, list):
+            raise ConfigError("must be a list", field="filters")
+        built: list[HttpFilter[Any, Any]] = []
+        for i, spec in enumerate(specs):
+            built.append(self._filter(spec, f"filters[{i}]"))
+        chain = Chain(built, name=str(document.get("chain", "default")))
+        chain.require_sync(PLACEMENT)
+        allow = document.get("failure_mode_allow", False)
+        if not isinstance(allow, bool):
+            raise ConfigError("must be true or false", field="failure_mode_allow")
+        return chain, allow
+
+    def _filter(self, spec: Any, where: str) -> HttpFilter[Any, Any]:
+        if not isinstance(spec, dict) or not isinstance(spec.get("filter"), str):
+            raise ConfigError('expected {"filter": NAME, "config": {...}}', field=where)
+        unknown = set(spec) - {"filter", "name", "config", "failure_mode", "metadata_namespace"}
+        if unknown:
+            raise ConfigError(f"unknown field(s) {sorted(unknown)}", field=where)
+        cls = self.filters.get(spec["filter"])
+        if cls is None:
+            known = ", ".join(sorted(self.filters)) or "none"
+            raise ConfigError(
+                f"no filter {spec['filter']!r} in this module (has: {known})", field=f"{where}.filter"
+            )
+        config = validate_config(cls.Config, spec.get("config") or {}, prefix=f"{where}.config")
+        try:
+            return cls(
+                config,
+                name=spec.get("name"),
+                failure_mode=spec.get("failure_mode", "closed"),
+                metadata_namespace=spec.get("metadata_namespace"),
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc), field=where) from None
+
+    # -- per request -----------------------------------------------------------------------------
+    def on_context_create(self, context_id: int) -> None:
+        if self.chain is not None:
+            self._contexts[context_id] = _Context(self.chain.stream(self._attributes()))
+
+    def on_done(self, context_id: int) -> bool:
+        return True
+
+    def on_delete(self, context_id: int) -> None:
+        self._contexts.pop(context_id, None)
+
+    def on_request_headers(self, context_id: int, num_headers: int, end_of_stream: bool) -> int:
+        return self._guard(context_id, HeadersStatus.STOP_ITERATION, self._headers, _REQUEST, end_of_stream)
+
+    def on_request_body(self, context_id: int, body_size: int, end_of_stream: bool) -> int:
+        return self._guard(
+            context_id, DataStatus.STOP_ITERATION_AND_BUFFER, self._body, _REQUEST, body_size, end_of_stream
+        )
+
+    def on_request_trailers(self, context_id: int, num_trailers: int) -> int:
+        return self._guard(context_id, TrailersStatus.STOP_ITERATION, self._trailers, _REQUEST)
+
+    def on_response_headers(self, context_id: int, num_headers: int, end_of_stream: bool) -> int:
+        return self._guard(context_id, HeadersStatus.STOP_ITERATION, self._headers, _RESPONSE, end_of_stream)
+
+    def on_response_body(self, context_id: int, body_size: int, end_of_stream: bool) -> int:
+        return self._guard(
+            context_id, DataStatus.STOP_ITERATION_AND_BUFFER, self._body, _RESPONSE, body_size, end_of_stream
+        )
+
+    def on_response_trailers(self, context_id: int, num_trailers: int) -> int:
+        return self._guard(context_id, TrailersStatus.STOP_ITERATION, self._trailers, _RESPONSE)
+
+    # -- engine --------------------------------------------------------------------------------
+    def _guard(self, context_id: int, stop: int, step: Callable[..., int], *args: Any) -> int:
+        """Run one callback; a runtime bug fails closed (500) or open, never into Envoy."""
+        ctx = self._contexts.get(context_id)
+        if ctx is None or ctx.replied:
+            return 0  # not configured, or Envoy running our own local reply through us: pass
+        try:
+            return step(ctx, *args)
+        except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
+            self.host.log(LogLevel.ERROR, f"envoykit: in-proxy runtime error: {type(exc).__name__}: {exc}")
+            if self.failure_mode_allow:
+                return 0
+            ctx.replied = True
+            self.host.send_local_response(500, "envoykit_runtime_error", _ERROR_BODY, [], -1)
+            return stop
+
+    def _headers(self, ctx: _Context, direction: _Direction, end_of_stream: bool) -> int:
+        headers = self._read_headers(direction.headers_map)
+        reply = drive_sync(direction.start_headers(ctx.stream, headers, end_of_stream), PLACEMENT)
+        if reply is not None:
+            return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
+        mode = direction.body_mode(ctx.stream.chain)
+        if mode is BodyMode.STREAMED and not end_of_stream:
+            message = direction.message(ctx.stream)
+            message.headers.unfreeze()
+            message.headers.remove("content-length")  # chunks may change size: go chunked
+        self._write_headers(direction.headers_map, headers)
+        self._emit_metadata(ctx)
+        if mode is BodyMode.BUFFERED and not end_of_stream:
+            return HeadersStatus.STOP_ITERATION  # hold headers so the body can fix content-length
+        return HeadersStatus.CONTINUE
+
+    def _body(self, ctx: _Context, direction: _Direction, size: int, end_of_stream: bool) -> int:
+        mode = direction.body_mode(ctx.stream.chain)
+        if mode is BodyMode.NONE or direction.body_buffer in ctx.body_done:
+            return DataStatus.CONTINUE
+        if mode is BodyMode.BUFFERED:
+            ctx.buffered[direction.body_buffer] = size
+            if not end_of_stream:
+                return DataStatus.STOP_ITERATION_AND_BUFFER
+        return self._run_body(ctx, direction, size, end_of_stream)
+
+    def _run_body(self, ctx: _Context, direction: _Direction, size: int, end_of_stream: bool) -> int:
+        data = self.host.get_buffer(direction.body_buffer, 0, size) if size else b""
+        reply = drive_sync(direction.body(ctx.stream, data, end_of_stream), PLACEMENT)
+        if reply is not None:
+            return self._send(ctx, reply, DataStatus.STOP_ITERATION_AND_BUFFER)
+        message = direction.message(ctx.stream)
+        buffered = direction.body_mode(ctx.stream.chain) is BodyMode.BUFFERED
+        if message.body_changed:
+            self.host.set_buffer(direction.body_buffer, 0, size, message.body)
+            if buffered and len(message.body) != size and "content-length" in message.headers:
+                message.headers.unfreeze()
+                message.headers.set("content-length", str(len(message.body)))
+        if buffered:
+            ctx.body_done.add(direction.body_buffer)
+            self._write_headers(direction.headers_map, message.headers)
+        self._emit_metadata(ctx)
+        return DataStatus.CONTINUE
+
+    def _trailers(self, ctx: _Context, direction: _Direction) -> int:
+        pending = ctx.buffered.get(direction.body_buffer)
+        if pending is not None and direction.body_buffer not in ctx.body_done:
+            # Buffered body followed by trailers: the body never saw end_of_stream; finish it now.
+            self._run_body(ctx, direction, pending, True)
+            if ctx.replied:
+                return TrailersStatus.STOP_ITERATION
+        if not ctx.stream.chain.needs.wants(direction.trailer_phase):
+            return TrailersStatus.CONTINUE
+        trailers = self._read_headers(direction.trailers_map)
+        reply = drive_sync(direction.trailers(ctx.stream, trailers), PLACEMENT)
+        if reply is not None:
+            return self._send(ctx, reply, TrailersStatus.STOP_ITERATION)
+        self._write_headers(direction.trailers_map, trailers)
+        self._emit_metadata(ctx)
+        return TrailersStatus.CONTINUE
+
+    # -- host plumbing ---------------------------------------------------------------------------
+    def _read_headers(self, map_type: int) -> Headers:
+        pairs = self.host.get_header_map_pairs(map_type)
+        return Headers._trusted([(k.decode("latin-1"), v.decode("latin-1")) for k, v in pairs])
+
+    def _write_headers(self, map_type: int, headers: Headers) -> None:
+        for name, values in header_changes(headers):
+            key = name.encode("latin-1")
+            if not values:
+                self.host.remove_header(map_type, key)
+                continue
+            self.host.replace_header(map_type, key, values[0].encode("latin-1"))
+            for value in values[1:]:
+                self.host.add_header(map_type, key, value.encode("latin-1"))
+
+    def _send(self, ctx: _Context, response: Response, stop: int) -> int:
+        ctx.replied = True
+        headers = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in response.headers.items()
+            if k not in (":status", "content-length")  # Envoy computes content-length itself
+        ]
+        reply = getattr(response, "reply", None)
+        details = getattr(reply, "details", "") or "envoykit_local_reply"
+        grpc_status = getattr(reply, "grpc_status", None)
+        self._emit_metadata(ctx)
+        self.host.send_local_response(
+            response.status, details, response.body, headers, -1 if grpc_status is None else grpc_status
+        )
+        return stop
+
+    def _emit_metadata(self, ctx: _Context) -> None:
+        for namespace, values in ctx.stream.metadata.take_changes().items():
+            # Envoy keeps what a Wasm filter sets as filter state: %FILTER_STATE(wasm.<ns>)%.
+            self.host.set_property([namespace], json.dumps(values, separators=(",", ":")).encode())
+
+    def _attributes(self) -> Attributes:
+        get = self.host.get_property
+        source, source_port = _split_address(get(["source", "address"]))
+        destination, destination_port = _split_address(get(["destination", "address"]))
+        mtls = get(["connection", "mtls"])
+        tls_version = _text(get(["connection", "tls_version"]))
+        tls = None
+        if tls_version:
+            tls = TlsInfo(
+                version=tls_version,
+                sni=_text(get(["connection", "requested_server_name"])),
+                peer_certificate_validated=bool(mtls and mtls[:1] == b"\x01"),
+            )
+        return Attributes(
+            source_address=source,
+            source_port=source_port,
+            destination_address=destination,
+            destination_port=destination_port,
+            tls=tls,
+            route_name=_text(get(["xds", "route_name"])),
+            request_id=_text(get(["request", "id"])),
+        )
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("utf-8", "replace") if value else None
+
+
+def _split_address(value: bytes | None) -> tuple[str | None, int | None]:
+    """Envoy's ``ip:port`` / ``[v6]:port`` property into (ip, port)."""
+    text = _text(value)
+    if not text:
+        return None, None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        return text, None
+    return host.strip("[]"), int(port)
