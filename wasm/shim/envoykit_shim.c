@@ -31,6 +31,10 @@ IMPORT(proxy_add_header_map_value)
 WasmResult proxy_add_header_map_value(int32_t type, const char *k, size_t kl, const char *v, size_t vl);
 IMPORT(proxy_remove_header_map_value)
 WasmResult proxy_remove_header_map_value(int32_t type, const char *k, size_t kl);
+IMPORT(proxy_set_buffer_bytes)
+WasmResult proxy_set_buffer_bytes(int32_t type, int32_t start, int32_t length, const char *data, size_t size);
+IMPORT(proxy_get_property) WasmResult proxy_get_property(const char *path, size_t pl, char **ptr, size_t *size);
+IMPORT(proxy_set_property) WasmResult proxy_set_property(const char *path, size_t pl, const char *v, size_t vl);
 IMPORT(proxy_send_local_response)
 WasmResult proxy_send_local_response(int32_t status, const char *details, size_t dl, const char *body, size_t bl,
                                      const char *headers, size_t hl, int32_t grpc_status);
@@ -140,7 +144,8 @@ static PyObject *host_send_local_response(PyObject *self, PyObject *args) {
     const char *body, *details = "";
     Py_ssize_t bl, dl = 0;
     PyObject *headers;
-    if (!PyArg_ParseTuple(args, "iy#O|y#", &status, &body, &bl, &headers, &details, &dl)) return NULL;
+    int grpc_status = -1;
+    if (!PyArg_ParseTuple(args, "iy#O|y#i", &status, &body, &bl, &headers, &details, &dl, &grpc_status)) return NULL;
     PyObject *seq = PySequence_Fast(headers, "headers must be a sequence of (bytes, bytes)");
     if (seq == NULL) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -176,7 +181,7 @@ static PyObject *host_send_local_response(PyObject *self, PyObject *args) {
         data += kl + vl + 2;
     }
     Py_DECREF(seq);
-    WasmResult r = proxy_send_local_response(status, details, (size_t)dl, body, (size_t)bl, buf, total, -1);
+    WasmResult r = proxy_send_local_response(status, details, (size_t)dl, body, (size_t)bl, buf, total, grpc_status);
     free(buf);
     return PyLong_FromLong(r);
 }
@@ -193,6 +198,37 @@ static PyObject *host_get_buffer(PyObject *self, PyObject *args) {
     PyObject *out = PyBytes_FromStringAndSize(ptr, (Py_ssize_t)size);
     free(ptr);
     return out;
+}
+
+static PyObject *host_set_buffer(PyObject *self, PyObject *args) {
+    int type, start, length;
+    const char *data;
+    Py_ssize_t dl;
+    if (!PyArg_ParseTuple(args, "iiiy#", &type, &start, &length, &data, &dl)) return NULL;
+    return PyLong_FromLong(proxy_set_buffer_bytes(type, start, length, data, (size_t)dl));
+}
+
+/* Property paths are segments joined with NUL, e.g. "source\0address". */
+static PyObject *host_get_property(PyObject *self, PyObject *args) {
+    const char *path;
+    Py_ssize_t pl;
+    if (!PyArg_ParseTuple(args, "y#", &path, &pl)) return NULL;
+    char *ptr = NULL;
+    size_t size = 0;
+    if (proxy_get_property(path, (size_t)pl, &ptr, &size) != 0) {
+        free(ptr);
+        Py_RETURN_NONE;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(ptr ? ptr : "", (Py_ssize_t)size);
+    free(ptr);
+    return out;
+}
+
+static PyObject *host_set_property(PyObject *self, PyObject *args) {
+    const char *path, *value;
+    Py_ssize_t pl, vl;
+    if (!PyArg_ParseTuple(args, "y#y#", &path, &pl, &value, &vl)) return NULL;
+    return PyLong_FromLong(proxy_set_property(path, (size_t)pl, value, (size_t)vl));
 }
 
 static int32_t plugin_config_size = 0;
@@ -215,6 +251,9 @@ static PyMethodDef host_methods[] = {
      "send_local_response(status, body, headers[, details])."},
     {"get_buffer", host_get_buffer, METH_VARARGS, "get_buffer(type, start, length) -> bytes."},
     {"get_configuration", host_get_configuration, METH_NOARGS, "The plugin configuration bytes."},
+    {"set_buffer", host_set_buffer, METH_VARARGS, "set_buffer(type, start, length, data)."},
+    {"get_property", host_get_property, METH_VARARGS, "get_property(b'seg\\0seg') -> bytes | None."},
+    {"set_property", host_set_property, METH_VARARGS, "set_property(b'seg\\0seg', value)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -342,6 +381,24 @@ int32_t proxy_on_request_headers(int32_t context_id, int32_t num_headers, int32_
 EXPORT(proxy_on_response_headers)
 int32_t proxy_on_response_headers(int32_t context_id, int32_t num_headers, int32_t end_of_stream) {
     return call_entry("on_response_headers", 0, 0, "(iii)", context_id, num_headers, end_of_stream);
+}
+
+EXPORT(proxy_on_request_body)
+int32_t proxy_on_request_body(int32_t context_id, int32_t body_size, int32_t end_of_stream) {
+    return call_entry("on_request_body", 0, 0, "(iii)", context_id, body_size, end_of_stream);
+}
+
+EXPORT(proxy_on_request_trailers) int32_t proxy_on_request_trailers(int32_t context_id, int32_t num_trailers) {
+    return call_entry("on_request_trailers", 0, 0, "(ii)", context_id, num_trailers);
+}
+
+EXPORT(proxy_on_response_body)
+int32_t proxy_on_response_body(int32_t context_id, int32_t body_size, int32_t end_of_stream) {
+    return call_entry("on_response_body", 0, 0, "(iii)", context_id, body_size, end_of_stream);
+}
+
+EXPORT(proxy_on_response_trailers) int32_t proxy_on_response_trailers(int32_t context_id, int32_t num_trailers) {
+    return call_entry("on_response_trailers", 0, 0, "(ii)", context_id, num_trailers);
 }
 
 EXPORT(proxy_on_done) int32_t proxy_on_done(int32_t context_id) { return call_entry("on_done", 1, 1, "(i)", context_id); }

@@ -112,6 +112,42 @@ def serve(
     )
 
 
+@app.command("build-wasm")
+def build_wasm(
+    filter_module: Annotated[Path, typer.Argument(help="Python file defining HttpFilter classes.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the .wasm module.")] = Path(
+        "filter.wasm"
+    ),
+    force: Annotated[bool, typer.Option(help="Rebuild even if nothing changed.")] = False,
+) -> None:
+    """Build a filter module (with envoykit's SDK and CPython) into a proxy-wasm module for Envoy."""
+    import time
+
+    from ..wasm import WasmBuildError, fetch_python_sdk
+    from ..wasm._filters import build_filter_wasm
+
+    started = time.monotonic()
+    try:
+        typer.echo("[1/3] checking that the filters can run inside Envoy...", err=True)
+        from ..wasm._filters import PortabilityError
+        from ..wasm._portable import check_portable
+
+        problems = check_portable(filter_module) if filter_module.is_file() else []
+        if problems:
+            raise PortabilityError(problems)
+        typer.echo("[2/3] CPython for wasm32-wasi (downloaded and verified once per machine)...", err=True)
+        fetch_python_sdk()
+        typer.echo("[3/3] freezing modules and linking (first build on a machine: ~30 s)...", err=True)
+        result = build_filter_wasm(filter_module, output, force=force)
+    except WasmBuildError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    size = output.stat().st_size / 1e6
+    verb = "built" if result.rebuilt else "up to date (inputs unchanged)"
+    elapsed = time.monotonic() - started
+    typer.echo(f"{output}: {verb}, {size:.1f} MB, {len(result.frozen_modules)} frozen modules, {elapsed:.1f}s")
+
+
 @app.command()
 def demo(
     port: Annotated[

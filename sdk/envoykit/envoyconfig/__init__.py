@@ -1,7 +1,7 @@
 """Render Envoy bootstraps for envoykit gateways (fragments live in the repo's ``envoy/``)."""
 
 from ._fragments import fragment, fragments_dir
-from ._render import LISTENER_NAME, SIDECAR_CLUSTER, render_bootstrap, sidecar_address
+from ._render import LISTENER_NAME, SIDECAR_CLUSTER, render_bootstrap, sidecar_address, wasm_filter
 
 __all__ = [
     "LISTENER_NAME",
@@ -10,4 +10,5 @@ __all__ = [
     "fragments_dir",
     "render_bootstrap",
     "sidecar_address",
+    "wasm_filter",
 ]

@@ -16,7 +16,7 @@ from .._phases import ProcessingNeeds
 from ..gateway import Gateway, GatewayConfig, RouteSpec
 from ._fragments import fragment
 
-__all__ = ["render_bootstrap", "sidecar_address", "LISTENER_NAME", "SIDECAR_CLUSTER"]
+__all__ = ["render_bootstrap", "sidecar_address", "wasm_filter", "LISTENER_NAME", "SIDECAR_CLUSTER"]
 
 LISTENER_NAME = "ingress"
 SIDECAR_CLUSTER = "envoykit_sidecar"
@@ -32,16 +32,18 @@ def render_bootstrap(
     admin_port: int | None = None,
     upstreams: Mapping[str, str] | None = None,
     access_log: str | None = None,
+    in_proxy: list[Any] | None = None,
 ) -> dict[str, Any]:
     """The bootstrap as a dict (``yaml.safe_dump`` it for Envoy).
 
     Keyword overrides replace values from the file (tests and the demo pass port 0 and the
     addresses they actually bound): ``sidecar`` is ``host:port`` or ``unix:/path``,
-    ``upstreams`` maps an upstream name to an ``http://host:port`` URL.
+    ``upstreams`` maps an upstream name to an ``http://host:port`` URL. ``in_proxy`` filters
+    (e.g. ``wasm_filter(...)``) run first, before the sidecar's ext_proc filter.
     """
     config = gateway.config
     used = _used_chains(config, gateway.chains)
-    filters: list[Any] = []
+    filters: list[Any] = list(in_proxy or [])
     clusters: list[Any] = [
         _upstream_cluster(name, (upstreams or {}).get(name, spec.url), spec.http2)
         for name, spec in config.upstreams.items()
@@ -91,6 +93,15 @@ def render_bootstrap(
             clusters=clusters,
         )
     )
+
+
+def wasm_filter(module: str, filters: list[dict[str, Any]], *, name: str = "envoykit") -> Any:
+    """The ``envoy.filters.http.wasm`` filter running ``filters`` (gateway-file filter specs:
+    ``{"filter": NAME, "config": {...}}``) from a module built by ``envoykit build-wasm``."""
+    import json
+
+    configuration = json.dumps({"chain": name, "filters": filters}, separators=(",", ":"), sort_keys=True)
+    return fragment("wasm_filter", name=name, configuration=configuration, filename=module)
 
 
 def sidecar_address(address: str) -> dict[str, Any]:
