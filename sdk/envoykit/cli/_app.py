@@ -145,7 +145,8 @@ def build_wasm(
     size = output.stat().st_size / 1e6
     verb = "built" if result.rebuilt else "up to date (inputs unchanged)"
     elapsed = time.monotonic() - started
-    typer.echo(f"{output}: {verb}, {size:.1f} MB, {len(result.frozen_modules)} frozen modules, {elapsed:.1f}s")
+    frozen = len(result.frozen_modules)
+    typer.echo(f"{output}: {verb}, {size:.1f} MB, {frozen} frozen modules, {elapsed:.1f}s")
 
 
 @app.command()
