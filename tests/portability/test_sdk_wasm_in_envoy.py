@@ -120,3 +120,42 @@ def test_invalid_plugin_config_is_rejected_at_load(
     )
     with pytest.raises(EnvoyStartError, match="Unable to create Wasm plugin"):
         envoy_factory(bootstrap, validate=False, ready_timeout=60)
+
+
+def test_the_wasm_test_host_gives_envoys_answers(
+    hello_wasm: Path, echo_upstream: EchoUpstream, envoy_factory: EnvoyFactory
+) -> None:
+    """Filter authors test the built module with WasmHost (no Envoy): it must agree with Envoy."""
+    import json
+
+    from envoykit.testing.wasmhost import WasmHost
+
+    host = WasmHost.load(hello_wasm, configuration=json.dumps({"chain": "envoykit", "filters": SPECS}))
+    envoy = envoy_factory(
+        render_bootstrap(
+            _gateway(echo_upstream, {}),
+            listener_port=0,
+            admin_port=0,
+            in_proxy=[wasm_filter(str(hello_wasm), SPECS)],
+        ),
+        ready_timeout=60,
+    )
+    filter_headers = ("x-served", "x-greeted")
+    with httpx.Client(timeout=10) as client:
+        for method, path in PROBES:
+            echo_upstream.clear()
+            real = client.request(method, envoy.url(path), content=b"payload" if method == "POST" else None)
+            emulated = host.request(method, path, body=b"payload" if method == "POST" else b"")
+            assert emulated.status == real.status_code, path
+            for name in filter_headers:
+                assert emulated.response.headers.get_all(name) == real.headers.get_list(name), (path, name)
+            if emulated.local_reply:
+                assert emulated.response.body == real.content
+                assert emulated.response.headers.get_all("content-type") == real.headers.get_list(
+                    "content-type"
+                )
+            else:
+                upstream = echo_upstream.received[0]
+                assert emulated.upstream_request is not None
+                for name in ("x-gw", "x-greeting"):
+                    assert emulated.upstream_request.headers.get(name) == upstream.header(name), (path, name)

@@ -148,7 +148,10 @@ def _local_reply(ctx: HttpContext, upstream_request: Sent | None) -> WasmExchang
     assert reply is not None
     headers: Pairs = [(b":status", str(reply.status).encode())]
     if reply.body:
-        headers += [(b"content-length", str(len(reply.body)).encode()), (b"content-type", b"text/plain")]
+        headers.append((b"content-length", str(len(reply.body)).encode()))
+        # Envoy adds text/plain only when the filter gave no content-type of its own.
+        if not any(k.lower() == b"content-type" for k, _ in reply.headers):
+            headers.append((b"content-type", b"text/plain"))
     headers += reply.headers
     from_response_path = any(h.startswith("proxy_on_response") for h, _ in ctx.calls)
     if from_response_path:
