@@ -1,0 +1,60 @@
+"""Filters for the portability matrix: one uses every hook, one raises on demand.
+
+Compiled into a Wasm module by the tests and run in the sidecar from the same classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from envoykit import FilterConfig, HttpFilter, NoState, Reply, Request, Response
+
+
+class EveryHookConfig(FilterConfig):
+    tag: str = "every"
+
+
+@dataclass
+class Seen:
+    request_body_bytes: int = 0
+
+
+class EveryHook(HttpFilter[EveryHookConfig, Seen]):
+    """Touches each phase in a way the client or the upstream can see."""
+
+    name = "every-hook"
+
+    def on_request_headers(self, request: Request, state: Seen) -> Reply | None:
+        if request.path_only == "/deny":
+            return Reply(451, "unavailable\n", {"x-reason": "legal"})
+        request.headers.set("x-tag", self.config.tag)
+        request.headers.remove("x-drop-me")
+        return None
+
+    def on_request_body(self, request: Request, state: Seen) -> None:
+        state.request_body_bytes = len(request.body)
+        request.body = request.body.upper() + b"|" + self.config.tag.encode()
+
+    def on_request_trailers(self, request: Request, state: Seen) -> None:
+        request.trailers.set("x-body-bytes", str(state.request_body_bytes))
+
+    def on_response_headers(self, response: Response, state: Seen) -> None:
+        response.headers.set("x-upstream-status", str(response.status))
+        response.headers.set("x-request-body-bytes", str(state.request_body_bytes))
+
+    def on_response_body(self, response: Response, state: Seen) -> None:
+        response.body = b"[" + response.body + b"]"
+
+    def on_response_trailers(self, response: Response, state: Seen) -> None:
+        response.trailers.remove("x-secret")
+
+
+class Explode(HttpFilter):
+    """Raises on /explode: shows the configured failure mode."""
+
+    name = "explode"
+
+    def on_request_headers(self, request: Request, state: NoState) -> None:
+        if request.path_only == "/explode":
+            request.headers.set("x-half-done", "1")
+            raise RuntimeError("boom")
