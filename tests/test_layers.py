@@ -92,12 +92,13 @@ def test_public_api_is_pinned():
 
     assert sorted(envoykit.__all__) == sorted(
         [
-            "Attributes", "BodyMode", "Chain", "ChainObserver", "ConfigError", "DEFAULT_ERROR_REPLY",
-            "EmptyConfig", "EnvoykitError", "FailureMode", "FilterConfig", "FilterDefinitionError",
-            "HeaderError", "Headers", "HookResult", "HttpFilter", "Metadata", "MetadataError",
-            "MetadataStore", "NoState", "PSEUDO_HEADERS", "Phase", "PlacementError", "ProcessingNeeds",
-            "Reply", "Request", "Response", "Stream", "TlsInfo", "drive_async", "drive_sync",
-            "header_changes", "validate_config",
+            "Attributes", "BodyMode", "Chain", "ChainObserver", "ConfigError", "Counter",
+            "DEFAULT_ERROR_REPLY", "EmptyConfig", "EnvoykitError", "FailureMode", "FilterConfig",
+            "FilterDefinitionError", "FilterMetrics", "Gauge", "HeaderError", "Headers", "Histogram",
+            "HookResult", "HttpFilter", "InMemoryMetrics", "Metadata", "MetadataError", "MetadataStore",
+            "MetricKind", "MetricsBackend", "NoState", "PSEUDO_HEADERS", "Phase", "PlacementError",
+            "ProcessingNeeds", "Reply", "Request", "Response", "Stream", "TlsInfo", "drive_async",
+            "drive_sync", "header_changes", "validate_config",
         ]
     )  # fmt: skip
     for name in envoykit.__all__:

@@ -49,10 +49,15 @@ class DenyPaths(HttpFilter[DenyPathsConfig, NoState]):
 
     name = "deny-paths"
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._denied = self.metrics.counter("denied")
+
     def on_request_headers(self, request: Request, state: NoState) -> Reply | None:
         path = request.path_only
         if path.startswith(self.config.prefixes):
             request.metadata["denied"] = path
+            self._denied.inc()
             return Reply(self.config.status, self.config.body, details="envoykit_deny_paths")
         return None
 

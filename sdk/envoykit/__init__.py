@@ -19,6 +19,7 @@ from ._filter import FailureMode, HookResult, HttpFilter, NoState
 from ._headers import PSEUDO_HEADERS, Headers
 from ._messages import Request, Response
 from ._metadata import Metadata, MetadataStore
+from ._metrics import Counter, FilterMetrics, Gauge, Histogram, InMemoryMetrics, MetricKind, MetricsBackend
 from ._phases import BodyMode, Phase, ProcessingNeeds
 from ._reply import Reply
 
@@ -30,19 +31,26 @@ __all__ = [
     "Chain",
     "ChainObserver",
     "ConfigError",
+    "Counter",
     "DEFAULT_ERROR_REPLY",
     "EmptyConfig",
     "EnvoykitError",
     "FailureMode",
     "FilterConfig",
     "FilterDefinitionError",
+    "FilterMetrics",
+    "Gauge",
     "HeaderError",
+    "Histogram",
     "Headers",
     "HookResult",
     "HttpFilter",
+    "InMemoryMetrics",
     "Metadata",
     "MetadataError",
     "MetadataStore",
+    "MetricKind",
+    "MetricsBackend",
     "NoState",
     "PSEUDO_HEADERS",
     "Phase",

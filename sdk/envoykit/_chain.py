@@ -25,6 +25,7 @@ from ._filter import FailureMode, HttpFilter
 from ._headers import Headers
 from ._messages import Request, Response
 from ._metadata import Metadata, MetadataStore
+from ._metrics import MetricsBackend
 from ._phases import BodyMode, Phase, ProcessingNeeds
 from ._reply import Reply
 
@@ -117,6 +118,11 @@ class Chain:
                 f"chain {self.name!r} cannot run {placement}: async hooks {', '.join(hooks)} "
                 "can only run in the ext_proc/ext_authz sidecar; make them plain `def`"
             )
+
+    def bind_metrics(self, backend: MetricsBackend) -> None:
+        """Send every filter's own metrics to ``backend`` (the runtime's metrics system)."""
+        for f in self.filters:
+            f.metrics.bind(backend)
 
     def stream(
         self,

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from ._config import EmptyConfig, FilterConfig, validate_config
 from ._errors import FilterDefinitionError
 from ._messages import Request, Response
+from ._metrics import FilterMetrics
 from ._phases import BodyMode, Phase, ProcessingNeeds
 from ._reply import Reply
 
@@ -102,6 +103,8 @@ class HttpFilter(Generic[ConfigT, StateT]):
         self.name = name or type(self).name  # type: ignore[misc]
         self.failure_mode = FailureMode(failure_mode)
         self.metadata_namespace = metadata_namespace or f"envoykit.{self.name}"
+        #: This filter's own metrics (``self.metrics.counter("denied").inc()``); see ``_metrics``.
+        self.metrics = FilterMetrics(f"envoykit.{self.name.replace('-', '_')}")
 
     # -- hooks: each defaults to "continue" -----------------------------------------------
     def on_request_headers(self, request: Request, state: StateT) -> HookResult:

@@ -85,6 +85,21 @@ class FakeHost:
     def set_property(self, path: Sequence[str], value: bytes) -> None:
         self.state[tuple(path)] = value
 
+    metrics: dict[str, int] = field(default_factory=dict)
+    metric_names: list[str] = field(default_factory=list)
+
+    def define_metric(self, kind: int, name: str) -> int:
+        if name not in self.metric_names:
+            self.metric_names.append(name)
+            self.metrics[name] = 0
+        return self.metric_names.index(name)
+
+    def increment_metric(self, metric_id: int, delta: int) -> None:
+        self.metrics[self.metric_names[metric_id]] += delta
+
+    def record_metric(self, metric_id: int, value: int) -> None:
+        self.metrics[self.metric_names[metric_id]] = value
+
 
 def _pairs(items: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in items]

@@ -24,7 +24,13 @@ class EveryHook(HttpFilter[EveryHookConfig, Seen]):
 
     name = "every-hook"
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.requests = self.metrics.counter("requests")
+        self.body_bytes = self.metrics.histogram("request_body_bytes")
+
     def on_request_headers(self, request: Request, state: Seen) -> Reply | None:
+        self.requests.inc()
         if request.path_only == "/deny":
             return Reply(451, "unavailable\n", {"x-reason": "legal"})
         request.headers.set("x-tag", self.config.tag)
@@ -33,6 +39,7 @@ class EveryHook(HttpFilter[EveryHookConfig, Seen]):
 
     def on_request_body(self, request: Request, state: Seen) -> None:
         state.request_body_bytes = len(request.body)
+        self.body_bytes.record(len(request.body))
         request.body = request.body.upper() + b"|" + self.config.tag.encode()
 
     def on_request_trailers(self, request: Request, state: Seen) -> None:

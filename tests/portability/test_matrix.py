@@ -130,6 +130,11 @@ def test_sidecar_and_wasm_give_identical_exchanges(
     for wasm_row, sidecar_row in zip(in_wasm, in_sidecar, strict=True):
         assert wasm_row == sidecar_row
     if case == "every-hook+explode-open":
+        # The filter's own counter, in both metric systems: Envoy's /stats and the sidecar's Prometheus.
+        requests = sum(1 for _, path, *_ in probes)
+        assert envoy.stat("wasmcustom.envoykit.every_hook.requests") == requests
+        assert sidecar.sidecar.registry.get_sample_value("envoykit_every_hook_requests_total") == requests
+    if case == "every-hook+explode-open":
         hello, submit, chunked, deny, explode = in_wasm
         assert hello[2] == 200 and hello[4] == b"[from-upstream]" and ("x-tag", "t1") in hello[6][2]
         assert not any(k == "x-drop-me" for k, _ in hello[6][2])

@@ -35,6 +35,9 @@ IMPORT(proxy_set_buffer_bytes)
 WasmResult proxy_set_buffer_bytes(int32_t type, int32_t start, int32_t length, const char *data, size_t size);
 IMPORT(proxy_get_property) WasmResult proxy_get_property(const char *path, size_t pl, char **ptr, size_t *size);
 IMPORT(proxy_set_property) WasmResult proxy_set_property(const char *path, size_t pl, const char *v, size_t vl);
+IMPORT(proxy_define_metric) WasmResult proxy_define_metric(int32_t type, const char *name, size_t nl, uint32_t *id);
+IMPORT(proxy_increment_metric) WasmResult proxy_increment_metric(uint32_t id, int64_t delta);
+IMPORT(proxy_record_metric) WasmResult proxy_record_metric(uint32_t id, uint64_t value);
 IMPORT(proxy_send_local_response)
 WasmResult proxy_send_local_response(int32_t status, const char *details, size_t dl, const char *body, size_t bl,
                                      const char *headers, size_t hl, int32_t grpc_status);
@@ -231,6 +234,31 @@ static PyObject *host_set_property(PyObject *self, PyObject *args) {
     return PyLong_FromLong(proxy_set_property(path, (size_t)pl, value, (size_t)vl));
 }
 
+static PyObject *host_define_metric(PyObject *self, PyObject *args) {
+    int type;
+    const char *name;
+    Py_ssize_t nl;
+    if (!PyArg_ParseTuple(args, "iy#", &type, &name, &nl)) return NULL;
+    uint32_t id = 0;
+    WasmResult r = proxy_define_metric(type, name, (size_t)nl, &id);
+    if (r != 0) return PyErr_Format(PyExc_RuntimeError, "proxy_define_metric failed (%d)", (int)r);
+    return PyLong_FromUnsignedLong(id);
+}
+
+static PyObject *host_increment_metric(PyObject *self, PyObject *args) {
+    unsigned long id;
+    long long delta;
+    if (!PyArg_ParseTuple(args, "kL", &id, &delta)) return NULL;
+    return PyLong_FromLong(proxy_increment_metric((uint32_t)id, (int64_t)delta));
+}
+
+static PyObject *host_record_metric(PyObject *self, PyObject *args) {
+    unsigned long id;
+    unsigned long long value;
+    if (!PyArg_ParseTuple(args, "kK", &id, &value)) return NULL;
+    return PyLong_FromLong(proxy_record_metric((uint32_t)id, (uint64_t)value));
+}
+
 static int32_t plugin_config_size = 0;
 
 static PyObject *host_get_configuration(PyObject *self, PyObject *noargs) {
@@ -252,6 +280,9 @@ static PyMethodDef host_methods[] = {
     {"get_buffer", host_get_buffer, METH_VARARGS, "get_buffer(type, start, length) -> bytes."},
     {"get_configuration", host_get_configuration, METH_NOARGS, "The plugin configuration bytes."},
     {"set_buffer", host_set_buffer, METH_VARARGS, "set_buffer(type, start, length, data)."},
+    {"define_metric", host_define_metric, METH_VARARGS, "define_metric(type, name) -> id (0 counter, 1 gauge, 2 histogram)."},
+    {"increment_metric", host_increment_metric, METH_VARARGS, "increment_metric(id, delta)."},
+    {"record_metric", host_record_metric, METH_VARARGS, "record_metric(id, value)."},
     {"get_property", host_get_property, METH_VARARGS, "get_property(b'seg\\0seg') -> bytes | None."},
     {"set_property", host_set_property, METH_VARARGS, "set_property(b'seg\\0seg', value)."},
     {NULL, NULL, 0, NULL},

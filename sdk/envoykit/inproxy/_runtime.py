@@ -28,6 +28,7 @@ from .._errors import ConfigError, EnvoykitError
 from .._filter import HttpFilter
 from .._headers import Headers
 from .._messages import Response
+from .._metrics import MetricKind
 from .._phases import BodyMode, Phase
 from ._abi import BufferType, DataStatus, HeaderMap, HeadersStatus, Host, LogLevel, TrailersStatus
 
@@ -84,6 +85,28 @@ class _Context:
     body_done: set[int] = field(default_factory=set)
 
 
+class _EnvoyMetrics:
+    """Filter metrics as Envoy stats (``/stats`` shows them as ``wasmcustom.<name>``)."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.kinds: dict[int, MetricKind] = {}
+
+    def define(self, kind: MetricKind, name: str) -> int:
+        metric_id = self.host.define_metric(kind.value, name)
+        self.kinds[metric_id] = kind
+        return metric_id
+
+    def add(self, metric_id: int, delta: int) -> None:
+        self.host.increment_metric(metric_id, delta)
+
+    def set(self, metric_id: int, value: int) -> None:
+        self.host.record_metric(metric_id, value)  # on a gauge, "record" sets it
+
+    def record(self, metric_id: int, value: int) -> None:
+        self.host.record_metric(metric_id, value)
+
+
 class InProxyRuntime:
     """The root context: holds the chain built at configure time and one ``_Context`` per request."""
 
@@ -103,6 +126,7 @@ class InProxyRuntime:
         except EnvoykitError as exc:
             self.host.log(LogLevel.ERROR, f"envoykit: invalid plugin configuration: {exc}")
             return False
+        self.chain.bind_metrics(_EnvoyMetrics(self.host))
         return True
 
     def _build(self, configuration: bytes) -> tuple[Chain, bool]:

@@ -59,6 +59,15 @@ class ShimHost:
     def set_property(self, path: Sequence[str], value: bytes) -> None:
         self._native.set_property("\0".join(path).encode(), value)
 
+    def define_metric(self, kind: int, name: str) -> int:
+        return int(self._native.define_metric(kind, name.encode()))
+
+    def increment_metric(self, metric_id: int, delta: int) -> None:
+        self._native.increment_metric(metric_id, delta)
+
+    def record_metric(self, metric_id: int, value: int) -> None:
+        self._native.record_metric(metric_id, value)
+
 
 def filters_in(*modules: types.ModuleType) -> dict[str, type[HttpFilter[Any, Any]]]:
     """Filter classes defined in ``modules``, by their ``name`` (what plugin configs refer to)."""

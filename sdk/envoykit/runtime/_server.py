@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from .._chain import Chain
 from ._address import DEFAULT_ADDRESS, parse_listen_address
+from ._filter_metrics import PrometheusFilterMetrics
 from ._health import HealthState
 from ._metrics import MetricsEndpoint, SidecarMetrics
 from ._router import ChainRouter
@@ -116,6 +117,10 @@ class SidecarServer:
         self.threads = threads
         self.listen = parse_listen_address(address)
         self.metrics = SidecarMetrics(registry)
+        #: The filters' own metrics (``self.metrics.counter(...)``), in the same registry.
+        self.filter_metrics = PrometheusFilterMetrics(self.metrics.registry)
+        for chain in chains.values():
+            chain.bind_metrics(self.filter_metrics)
         self.router = ChainRouter(
             chains, default_chain=default_chain, chain_header=chain_header, observer=self.metrics
         )

@@ -110,6 +110,16 @@ class Harness:
             self.chain = Chain([target(config)])
         self.upstream: UpstreamHandler = upstream or UpstreamResponse()
 
+    def metric(self, name: str) -> int:
+        """A filter metric's value, by full name (``envoykit.deny_paths.denied``); 0 if unknown."""
+        from .._metrics import InMemoryMetrics
+
+        for flt in self.chain.filters:
+            backend = flt.metrics.backend
+            if isinstance(backend, InMemoryMetrics) and name in backend.names:
+                return backend.value(name)
+        return 0
+
     def request(
         self,
         method: str = "GET",
