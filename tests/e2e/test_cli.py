@@ -116,3 +116,16 @@ def test_serve_process_behind_envoy_then_sigterm_stops_cleanly(tmp_path, echo_up
             log.close()
     finally:
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+@pytest.mark.envoy
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_wasm_demo_smoke_runs_python_inside_envoy():
+    pytest.importorskip("ziglang")
+    result = subprocess.run(
+        [*ENVOYKIT, "demo", "--wasm", "--smoke", "--port", "0"], capture_output=True, text=True, timeout=280
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok   GET /admin -> 403 {'x-envoykit-wasm': 'yes'}" in result.stdout
+    assert "ok   GET /api/books -> 200 {'x-envoykit': 'api', 'x-envoykit-wasm': 'yes'}" in result.stdout

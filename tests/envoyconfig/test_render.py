@@ -133,3 +133,66 @@ def test_demo_gateway_renders_a_valid_config():
 
     demo = load_gateway(Path(envoykit.__file__).parent / "demo" / "gateway.yaml")
     validate_bootstrap(render_bootstrap(demo))
+
+
+IN_PROXY = """
+upstreams:
+  app: {url: "http://127.0.0.1:8080"}
+in_proxy: {chain: edge, module: /tmp/edge.wasm}
+chains:
+  edge:
+    - filter: deny-paths
+      config: {prefixes: [/admin]}
+      failure_mode: open
+  api:
+    - filter: add-headers
+      config: {request: {x-a: "1"}}
+routes:
+  - {prefix: /api, upstream: app, chain: api}
+  - {prefix: /, upstream: app, chain: null}
+"""
+
+
+def test_in_proxy_chain_renders_a_wasm_filter_before_ext_proc():
+    filters = http_manager(render_bootstrap(parse_gateway(IN_PROXY)))["http_filters"]
+    assert [f["name"] for f in filters] == [
+        "envoy.filters.http.wasm",
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.router",
+    ]
+    plugin = filters[0]["typed_config"]["config"]
+    assert plugin["vm_config"]["code"]["local"]["filename"] == "/tmp/edge.wasm"
+    assert plugin["allow_on_headers_stop_iteration"] is True
+    configured = yaml.safe_load(plugin["configuration"]["value"])
+    assert configured == {
+        "chain": "edge",
+        "filters": [
+            {
+                "filter": "deny-paths",
+                "name": "deny-paths",
+                "config": {"prefixes": ["/admin"], "status": 403, "body": "forbidden\n"},
+                "failure_mode": "open",
+                "metadata_namespace": "envoykit.deny-paths",
+            }
+        ],
+    }
+
+
+def test_in_proxy_chain_must_exist():
+    from envoykit import ConfigError
+
+    text = IN_PROXY.replace("{chain: edge, module:", "{chain: edgy, module:")
+    with pytest.raises(ConfigError, match=r"in_proxy\.chain: .edgy. is not one of chains"):
+        parse_gateway(text, source="gw.yaml")
+
+
+def test_in_proxy_chain_cannot_also_run_in_the_sidecar():
+    from envoykit import ConfigError
+
+    text = IN_PROXY.replace(
+        "{prefix: /, upstream: app, chain: null}", "{prefix: /, upstream: app, chain: edge}"
+    )
+    with pytest.raises(
+        ConfigError, match="chain 'edge' runs in-proxy; routes must not also send it to the sidecar"
+    ):
+        parse_gateway(text, source="gw.yaml")

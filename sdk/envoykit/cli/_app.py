@@ -36,6 +36,17 @@ def _load(path: Path) -> Gateway:
         raise typer.Exit(2) from None
 
 
+def _ensure_wasm(gateway: Gateway) -> None:
+    """Build the in-proxy Wasm module from its source, if the gateway has one (incremental)."""
+    from ..envoyconfig import ensure_in_proxy_module
+
+    try:
+        ensure_in_proxy_module(gateway)
+    except EnvoykitError as exc:
+        typer.echo(f"error: {gateway.source}: in_proxy: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -49,6 +60,7 @@ def check(
 ) -> None:
     """Validate a gateway file (and the Envoy config it renders)."""
     gateway = _load(config)
+    _ensure_wasm(gateway)
     if envoy:
         from ..envoyconfig import render_bootstrap
         from ..testing import validate_bootstrap
@@ -77,6 +89,7 @@ def envoy_config(
     from ..envoyconfig import render_bootstrap
 
     gateway = _load(config)
+    _ensure_wasm(gateway)
     text = yaml.safe_dump(render_bootstrap(gateway, sidecar=sidecar, listener_port=port), sort_keys=False)
     if output is None:
         sys.stdout.write(text)
@@ -160,11 +173,15 @@ def demo(
     smoke: Annotated[
         bool, typer.Option(help="Send the example requests, print the answers, and exit.")
     ] = False,
+    wasm: Annotated[
+        bool, typer.Option(help="Built-in demo with a Python chain compiled into Envoy (Wasm).")
+    ] = False,
 ) -> None:
     """Bring up Envoy + the sidecar + a sample upstream, print example curl commands."""
     from ._demo import run_demo
 
-    gateway = _load(config or Path(__file__).resolve().parents[1] / "demo" / "gateway.yaml")
+    builtin = Path(__file__).resolve().parents[1] / "demo" / ("gateway-wasm.yaml" if wasm else "gateway.yaml")
+    gateway = _load(config or builtin)
     _setup_logging(os.environ.get("ENVOYKIT_LOG_LEVEL", "warning"))
     raise typer.Exit(run_demo(gateway, port=port, smoke=smoke))
 

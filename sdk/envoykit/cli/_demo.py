@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from .._errors import EnvoykitError
-from ..envoyconfig import render_bootstrap
+from ..envoyconfig import ensure_in_proxy_module, render_bootstrap
 from ..gateway import Gateway
 from ..runtime import SidecarThread
 from ..testing import EchoUpstream, EnvoyProcess
@@ -50,6 +50,31 @@ EXAMPLES = (
     Example("/api runs the 'api' chain (route-selected): x-envoykit: api", "GET", "/api/books", 200),
     Example("/static has no chain: Envoy skips the sidecar entirely", "GET", "/static/app.js", 200),
 )
+
+
+#: The requests the Wasm demo gateway answers (see envoykit/demo/gateway-wasm.yaml).
+WASM_EXAMPLES = (
+    Example(
+        "a Python filter running inside Envoy (Wasm): x-envoykit-wasm on request and response",
+        "GET",
+        "/hello",
+        200,
+    ),
+    Example("deny-paths, also inside Envoy: the 403 never leaves the Envoy process", "GET", "/admin", 403),
+    Example(
+        "/api also runs the 'api' chain in the sidecar: both placements on one request",
+        "GET",
+        "/api/books",
+        200,
+    ),
+)
+
+
+def _examples(gateway: Gateway) -> tuple[Example, ...] | None:
+    name = Path(gateway.source).name
+    if Path(gateway.source).resolve().parent != Path(__file__).resolve().parents[1] / "demo":
+        return None
+    return WASM_EXAMPLES if name == "gateway-wasm.yaml" else EXAMPLES
 
 
 def _port_free(port: int) -> bool:
@@ -83,6 +108,15 @@ def run_demo(gateway: Gateway, *, port: int, smoke: bool = False) -> int:
     ):
         workdir = Path(tmp)
         access_log = workdir / "access.log"
+        if config.in_proxy is not None:
+            print(
+                "building the in-proxy Wasm module (first time on a machine: about a minute)...", flush=True
+            )
+            try:
+                ensure_in_proxy_module(gateway)
+            except EnvoykitError as exc:
+                print(f"error: cannot build the Wasm module: {exc}", file=sys.stderr)
+                return 1
         bootstrap = render_bootstrap(
             gateway,
             sidecar=sidecar.address,
@@ -105,18 +139,15 @@ def run_demo(gateway: Gateway, *, port: int, smoke: bool = False) -> int:
             envoy.stop()
 
 
-def _is_builtin(gateway: Gateway) -> bool:
-    return Path(gateway.source).resolve() == Path(__file__).resolve().parents[1] / "demo" / "gateway.yaml"
-
-
 def _banner(base: str, gateway: Gateway) -> str:
     lines = [
-        f"envoykit demo: Envoy on {base}, filters in the sidecar, an echo upstream behind it.",
+        f"envoykit demo: Envoy on {base} with envoykit filters, an echo upstream behind it.",
         f"gateway file: {gateway.source}",
         "",
     ]
-    if _is_builtin(gateway):
-        for ex in EXAMPLES:
+    examples = _examples(gateway)
+    if examples:
+        for ex in examples:
             lines += [f"  # {ex.what}", f"  {ex.curl(base)}", ""]
     else:
         lines += [f"  curl -i {base}/", ""]
@@ -125,14 +156,14 @@ def _banner(base: str, gateway: Gateway) -> str:
 
 
 def _smoke(base: str, gateway: Gateway) -> int:
-    examples = EXAMPLES if _is_builtin(gateway) else (Example("root", "GET", "/", 200),)
+    examples = _examples(gateway) or (Example("root", "GET", "/", 200),)
     failures = 0
     with httpx.Client(timeout=10.0) as client:
         for ex in examples:
             response = client.request(ex.method, base + ex.path, headers=dict(ex.headers))
             ok = response.status_code == ex.expect_status
             failures += not ok
-            marks = {k: v for k, v in response.headers.items() if k.startswith("x-envoykit")}
+            marks = {k: v for k, v in sorted(response.headers.items()) if k.startswith("x-envoykit")}
             print(f"{'ok  ' if ok else 'FAIL'} {ex.method} {ex.path} -> {response.status_code} {marks}")
     return 1 if failures else 0
 

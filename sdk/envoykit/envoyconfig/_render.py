@@ -9,6 +9,7 @@ never sends a phase that chain does not use.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .._chain import Chain
@@ -16,7 +17,15 @@ from .._phases import ProcessingNeeds
 from ..gateway import Gateway, GatewayConfig, RouteSpec
 from ._fragments import fragment
 
-__all__ = ["render_bootstrap", "sidecar_address", "wasm_filter", "LISTENER_NAME", "SIDECAR_CLUSTER"]
+__all__ = [
+    "render_bootstrap",
+    "sidecar_address",
+    "wasm_filter",
+    "chain_specs",
+    "ensure_in_proxy_module",
+    "LISTENER_NAME",
+    "SIDECAR_CLUSTER",
+]
 
 LISTENER_NAME = "ingress"
 SIDECAR_CLUSTER = "envoykit_sidecar"
@@ -44,6 +53,10 @@ def render_bootstrap(
     config = gateway.config
     used = _used_chains(config, gateway.chains)
     filters: list[Any] = list(in_proxy or [])
+    if config.in_proxy is not None:
+        spec = config.in_proxy
+        chain = gateway.chains[spec.chain]
+        filters.insert(0, wasm_filter(str(gateway.path(spec.module)), chain_specs(chain), name=spec.chain))
     clusters: list[Any] = [
         _upstream_cluster(name, (upstreams or {}).get(name, spec.url), spec.http2)
         for name, spec in config.upstreams.items()
@@ -104,12 +117,40 @@ def wasm_filter(module: str, filters: list[dict[str, Any]], *, name: str = "envo
     return fragment("wasm_filter", name=name, configuration=configuration, filename=module)
 
 
+def chain_specs(chain: Chain) -> list[dict[str, Any]]:
+    """A chain as the plugin-configuration filter list the in-proxy runtime builds it from."""
+    return [
+        {
+            "filter": type(f).name,
+            "name": f.name,
+            "config": f.config.model_dump(mode="json"),
+            "failure_mode": f.failure_mode.value,
+            "metadata_namespace": f.metadata_namespace,
+        }
+        for f in chain.filters
+    ]
+
+
 def sidecar_address(address: str) -> dict[str, Any]:
     """An Envoy address for the sidecar: ``pipe`` for ``unix:/path``, else a socket address."""
     if address.startswith("unix:"):
         return {"pipe": {"path": address[5:]}}
     host, _, port = address.rpartition(":")
     return {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}
+
+
+def ensure_in_proxy_module(gateway: Gateway, *, force: bool = False) -> Path | None:
+    """Build the gateway's in-proxy Wasm module from its ``source`` when that is set (cached,
+    incremental); return the module path (None when nothing runs in-proxy)."""
+    spec = gateway.config.in_proxy
+    if spec is None:
+        return None
+    module = gateway.path(spec.module)
+    if spec.source is not None:
+        from ..wasm._filters import build_filter_wasm  # host-side build tooling, loaded only here
+
+        build_filter_wasm(gateway.path(spec.source), module, force=force)
+    return module
 
 
 def _used_chains(config: GatewayConfig, chains: Mapping[str, Chain]) -> dict[str, Chain]:

@@ -38,6 +38,12 @@ class Gateway:
     config: GatewayConfig
     chains: Mapping[str, Chain]
     source: str
+    #: Where relative paths in the file (filter modules, the Wasm module) are resolved.
+    base_dir: Path = Path(".")
+
+    def path(self, relative: str) -> Path:
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
 
 
 def load_gateway(path: str | Path) -> Gateway:
@@ -67,8 +73,9 @@ def parse_gateway(text: str, *, source: str = "<string>", base_dir: Path | None 
     ]
     if refs:
         raise ConfigError.collect(refs)
-    chains = build_chains(config, source=source, base_dir=base_dir or Path.cwd(), line_of=line_of)
-    return Gateway(config, chains, source)
+    base = base_dir or Path.cwd()
+    chains = build_chains(config, source=source, base_dir=base, line_of=line_of)
+    return Gateway(config, chains, source, base)
 
 
 def build_chains(

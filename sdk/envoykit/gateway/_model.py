@@ -22,6 +22,7 @@ __all__ = [
     "UpstreamSpec",
     "FilterSpec",
     "RouteSpec",
+    "InProxySpec",
     "DEFAULT_REQUEST_ATTRIBUTES",
 ]
 
@@ -136,6 +137,16 @@ class FilterSpec(_Spec):
     metadata_namespace: str | None = None
 
 
+class InProxySpec(_Spec):
+    """A chain that runs inside Envoy as Wasm (on every route, before the sidecar's chains)."""
+
+    chain: str
+    #: The proxy-wasm module (``envoykit build-wasm``); relative to the gateway file.
+    module: str
+    #: Optional filter module to build ``module`` from, automatically and incrementally.
+    source: str | None = None
+
+
 class RouteSpec(_Spec):
     """A route: match a path, send to an upstream, through a chain (or none)."""
 
@@ -169,6 +180,7 @@ class GatewayConfig(_Spec):
     routes: list[RouteSpec] = Field(min_length=1)
     #: Access log destination: a file path, ``"-"`` for stdout, or omitted for none.
     access_log: str | None = None
+    in_proxy: InProxySpec | None = None
 
     def reference_errors(self) -> list[tuple[tuple[int | str, ...], str]]:
         """Names that point nowhere, as (location, reason): checked after field validation so
@@ -192,6 +204,19 @@ class GatewayConfig(_Spec):
                     ("routes", i, "chain") if "chain" in route.model_fields_set else ("routes", i)
                 )
                 errors.append((where, f"chain {chain!r} is not one of chains: {sorted(self.chains)}"))
+        if self.in_proxy is not None:
+            name = self.in_proxy.chain
+            if name not in self.chains:
+                errors.append(
+                    (("in_proxy", "chain"), f"{name!r} is not one of chains: {sorted(self.chains)}")
+                )
+            elif any(r.chain_name(self.effective_default_chain) == name for r in self.routes):
+                errors.append(
+                    (
+                        ("in_proxy", "chain"),
+                        f"chain {name!r} runs in-proxy; routes must not also send it to the sidecar",
+                    )
+                )
         return errors
 
     @property
