@@ -22,6 +22,7 @@ from ._metadata import Metadata, MetadataStore
 from ._metrics import Counter, FilterMetrics, Gauge, Histogram, InMemoryMetrics, MetricKind, MetricsBackend
 from ._phases import BodyMode, Phase, ProcessingNeeds
 from ._reply import Reply
+from ._shared import LocalSharedData, SharedData
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,7 @@ __all__ = [
     "HookResult",
     "HttpFilter",
     "InMemoryMetrics",
+    "LocalSharedData",
     "Metadata",
     "MetadataError",
     "MetadataStore",
@@ -59,6 +61,7 @@ __all__ = [
     "Reply",
     "Request",
     "Response",
+    "SharedData",
     "Stream",
     "TlsInfo",
     "drive_async",

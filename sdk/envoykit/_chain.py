@@ -26,6 +26,7 @@ from ._headers import Headers
 from ._messages import Request, Response
 from ._metadata import Metadata, MetadataStore
 from ._metrics import MetricsBackend
+from ._shared import SharedData
 from ._phases import BodyMode, Phase, ProcessingNeeds
 from ._reply import Reply
 
@@ -123,6 +124,11 @@ class Chain:
         """Send every filter's own metrics to ``backend`` (the runtime's metrics system)."""
         for f in self.filters:
             f.metrics.bind(backend)
+
+    def bind_shared_data(self, store: SharedData) -> None:
+        """Give every filter the runtime's shared data (Envoy's, inside a Wasm VM)."""
+        for f in self.filters:
+            f.shared = store
 
     def stream(
         self,

@@ -23,6 +23,7 @@ from ._config import EmptyConfig, FilterConfig, validate_config
 from ._errors import FilterDefinitionError
 from ._messages import Request, Response
 from ._metrics import FilterMetrics
+from ._shared import LocalSharedData, SharedData
 from ._phases import BodyMode, Phase, ProcessingNeeds
 from ._reply import Reply
 
@@ -35,6 +36,7 @@ StateT = TypeVar("StateT")
 HookResult = Reply | None | Awaitable[Reply | None]
 
 _HOOKS = {phase.hook_name: phase for phase in Phase}
+_PROCESS_SHARED = LocalSharedData()
 
 
 class NoState:
@@ -105,6 +107,8 @@ class HttpFilter(Generic[ConfigT, StateT]):
         self.metadata_namespace = metadata_namespace or f"envoykit.{self.name}"
         #: This filter's own metrics (``self.metrics.counter("denied").inc()``); see ``_metrics``.
         self.metrics = FilterMetrics(f"envoykit.{self.name.replace('-', '_')}")
+        #: Data shared by all requests (and, inside Envoy, all workers); see ``_shared``.
+        self.shared: SharedData = _PROCESS_SHARED
 
     # -- hooks: each defaults to "continue" -----------------------------------------------
     def on_request_headers(self, request: Request, state: StateT) -> HookResult:

@@ -100,6 +100,18 @@ class FakeHost:
     def record_metric(self, metric_id: int, value: int) -> None:
         self.metrics[self.metric_names[metric_id]] = value
 
+    shared: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+
+    def get_shared_data(self, key: str) -> tuple[bytes | None, int]:
+        return self.shared.get(key, (None, 0))
+
+    def set_shared_data(self, key: str, value: bytes, cas: int) -> bool:
+        current = self.shared.get(key)
+        if cas and current is not None and current[1] != cas:
+            return False
+        self.shared[key] = (value, (current[1] if current else 0) + 1)
+        return True
+
 
 def _pairs(items: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in items]

@@ -65,3 +65,18 @@ class Explode(HttpFilter):
         if request.path_only == "/explode":
             request.headers.set("x-half-done", "1")
             raise RuntimeError("boom")
+
+
+class Visits(HttpFilter):
+    """Counts requests in shared data with compare-and-swap (all Envoy workers share it)."""
+
+    name = "visits"
+
+    def on_request_headers(self, request: Request, state: NoState) -> None:
+        key = "visits:" + request.headers.get("x-counter", "default")
+        while True:
+            value, cas = self.shared.get(key)
+            count = int(value or b"0") + 1
+            if self.shared.set(key, str(count).encode(), cas):
+                break
+        request.headers.set("x-visit", str(count))

@@ -38,6 +38,10 @@ IMPORT(proxy_set_property) WasmResult proxy_set_property(const char *path, size_
 IMPORT(proxy_define_metric) WasmResult proxy_define_metric(int32_t type, const char *name, size_t nl, uint32_t *id);
 IMPORT(proxy_increment_metric) WasmResult proxy_increment_metric(uint32_t id, int64_t delta);
 IMPORT(proxy_record_metric) WasmResult proxy_record_metric(uint32_t id, uint64_t value);
+IMPORT(proxy_get_shared_data)
+WasmResult proxy_get_shared_data(const char *key, size_t kl, char **value, size_t *vl, uint32_t *cas);
+IMPORT(proxy_set_shared_data)
+WasmResult proxy_set_shared_data(const char *key, size_t kl, const char *value, size_t vl, uint32_t cas);
 IMPORT(proxy_send_local_response)
 WasmResult proxy_send_local_response(int32_t status, const char *details, size_t dl, const char *body, size_t bl,
                                      const char *headers, size_t hl, int32_t grpc_status);
@@ -259,6 +263,32 @@ static PyObject *host_record_metric(PyObject *self, PyObject *args) {
     return PyLong_FromLong(proxy_record_metric((uint32_t)id, (uint64_t)value));
 }
 
+/* get_shared_data(key) -> (value | None, cas); set_shared_data(key, value, cas) -> WasmResult */
+static PyObject *host_get_shared_data(PyObject *self, PyObject *args) {
+    const char *key;
+    Py_ssize_t kl;
+    if (!PyArg_ParseTuple(args, "y#", &key, &kl)) return NULL;
+    char *value = NULL;
+    size_t vl = 0;
+    uint32_t cas = 0;
+    WasmResult r = proxy_get_shared_data(key, (size_t)kl, &value, &vl, &cas);
+    if (r != 0) {
+        free(value);
+        return Py_BuildValue("(Ok)", Py_None, (unsigned long)0);
+    }
+    PyObject *out = Py_BuildValue("(y#k)", value ? value : "", (Py_ssize_t)vl, (unsigned long)cas);
+    free(value);
+    return out;
+}
+
+static PyObject *host_set_shared_data(PyObject *self, PyObject *args) {
+    const char *key, *value;
+    Py_ssize_t kl, vl;
+    unsigned long cas;
+    if (!PyArg_ParseTuple(args, "y#y#k", &key, &kl, &value, &vl, &cas)) return NULL;
+    return PyLong_FromLong(proxy_set_shared_data(key, (size_t)kl, value, (size_t)vl, (uint32_t)cas));
+}
+
 static int32_t plugin_config_size = 0;
 
 static PyObject *host_get_configuration(PyObject *self, PyObject *noargs) {
@@ -283,6 +313,8 @@ static PyMethodDef host_methods[] = {
     {"define_metric", host_define_metric, METH_VARARGS, "define_metric(type, name) -> id (0 counter, 1 gauge, 2 histogram)."},
     {"increment_metric", host_increment_metric, METH_VARARGS, "increment_metric(id, delta)."},
     {"record_metric", host_record_metric, METH_VARARGS, "record_metric(id, value)."},
+    {"get_shared_data", host_get_shared_data, METH_VARARGS, "get_shared_data(key) -> (value | None, cas)."},
+    {"set_shared_data", host_set_shared_data, METH_VARARGS, "set_shared_data(key, value, cas) -> result."},
     {"get_property", host_get_property, METH_VARARGS, "get_property(b'seg\\0seg') -> bytes | None."},
     {"set_property", host_set_property, METH_VARARGS, "set_property(b'seg\\0seg', value)."},
     {NULL, NULL, 0, NULL},

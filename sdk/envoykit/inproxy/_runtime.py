@@ -107,6 +107,19 @@ class _EnvoyMetrics:
         self.host.record_metric(metric_id, value)
 
 
+class _EnvoySharedData:
+    """``SharedData`` over Envoy's shared data: one store for every worker's VM."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def get(self, key: str) -> tuple[bytes | None, int]:
+        return self.host.get_shared_data(key)
+
+    def set(self, key: str, value: bytes, cas: int = 0) -> bool:
+        return self.host.set_shared_data(key, value, cas)
+
+
 class InProxyRuntime:
     """The root context: holds the chain built at configure time and one ``_Context`` per request."""
 
@@ -127,6 +140,7 @@ class InProxyRuntime:
             self.host.log(LogLevel.ERROR, f"envoykit: invalid plugin configuration: {exc}")
             return False
         self.chain.bind_metrics(_EnvoyMetrics(self.host))
+        self.chain.bind_shared_data(_EnvoySharedData(self.host))
         return True
 
     def _build(self, configuration: bytes) -> tuple[Chain, bool]:

@@ -68,6 +68,13 @@ class ShimHost:
     def record_metric(self, metric_id: int, value: int) -> None:
         self._native.record_metric(metric_id, value)
 
+    def get_shared_data(self, key: str) -> tuple[bytes | None, int]:
+        value, cas = self._native.get_shared_data(key.encode())
+        return value, int(cas)
+
+    def set_shared_data(self, key: str, value: bytes, cas: int) -> bool:
+        return int(self._native.set_shared_data(key.encode(), value, cas)) == 0  # 8 = CasMismatch
+
 
 def filters_in(*modules: types.ModuleType) -> dict[str, type[HttpFilter[Any, Any]]]:
     """Filter classes defined in ``modules``, by their ``name`` (what plugin configs refer to)."""
