@@ -95,10 +95,11 @@ def test_public_api_is_pinned():
             "Attributes", "BodyMode", "Chain", "ChainObserver", "ConfigError", "Counter",
             "DEFAULT_ERROR_REPLY", "EmptyConfig", "EnvoykitError", "FailureMode", "FilterConfig",
             "FilterDefinitionError", "FilterMetrics", "Gauge", "HeaderError", "Headers", "Histogram",
-            "HookResult", "HttpFilter", "InMemoryMetrics", "LocalSharedData", "SharedData", "Metadata", "MetadataError", "MetadataStore",
-            "MetricKind", "MetricsBackend", "NoState", "PSEUDO_HEADERS", "Phase", "PlacementError",
-            "ProcessingNeeds", "Reply", "Request", "Response", "Stream", "TlsInfo", "drive_async",
-            "drive_sync", "header_changes", "validate_config",
+            "HookResult", "HttpFilter", "InMemoryMetrics", "LocalSharedData", "SharedData",
+            "Metadata", "MetadataError", "MetadataStore", "MetricKind", "MetricsBackend", "NoState",
+            "PSEUDO_HEADERS", "Phase", "PlacementError", "ProcessingNeeds", "Reply", "Request",
+            "Response", "Stream", "TlsInfo", "drive_async", "drive_sync", "header_changes",
+            "validate_config",
         ]
     )  # fmt: skip
     for name in envoykit.__all__:

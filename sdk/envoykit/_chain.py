@@ -26,9 +26,9 @@ from ._headers import Headers
 from ._messages import Request, Response
 from ._metadata import Metadata, MetadataStore
 from ._metrics import MetricsBackend
-from ._shared import SharedData
 from ._phases import BodyMode, Phase, ProcessingNeeds
 from ._reply import Reply
+from ._shared import SharedData
 
 __all__ = [
     "Chain",

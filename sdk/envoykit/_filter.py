@@ -23,9 +23,9 @@ from ._config import EmptyConfig, FilterConfig, validate_config
 from ._errors import FilterDefinitionError
 from ._messages import Request, Response
 from ._metrics import FilterMetrics
-from ._shared import LocalSharedData, SharedData
 from ._phases import BodyMode, Phase, ProcessingNeeds
 from ._reply import Reply
+from ._shared import LocalSharedData, SharedData
 
 __all__ = ["HttpFilter", "NoState", "FailureMode", "HookResult"]
 
