@@ -146,10 +146,13 @@ def ext_proc_filter(cluster_name: str) -> dict[str, Any]:
     }
 
 
-def proxy_bootstrap(upstream_address: str, sidecar_address: str | None) -> dict[str, Any]:
-    """The Envoy under test: routes to the upstream, through ext_proc when a sidecar is given."""
+def proxy_bootstrap(
+    upstream_address: str, sidecar_address: str | None, wasm: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The Envoy under test: routes to the upstream, through ext_proc when a sidecar is given and
+    through the in-proxy Wasm filter ``wasm`` (an ``envoy.filters.http.wasm`` entry) when given."""
     clusters = [_cluster("upstream", upstream_address, http2=False)]
-    filters: list[dict[str, Any]] = []
+    filters: list[dict[str, Any]] = [wasm] if wasm is not None else []
     if sidecar_address is not None:
         clusters.append(_cluster("sidecar", sidecar_address, http2=True))
         filters.append(ext_proc_filter("sidecar"))
@@ -172,10 +175,20 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
 class EnvoyHandle:
     """A running Envoy: its process, admin URL and main listener address."""
 
-    def __init__(self, proc: Proc, admin_url: str, listener: str) -> None:
+    def __init__(self, proc: Proc, admin_url: str, listener: str, startup_s: float) -> None:
         self.proc = proc
         self.admin_url = admin_url
         self.listener = listener
+        #: Seconds from spawning the process to admin ``/ready`` answering ``LIVE``.
+        self.startup_s = startup_s
+
+    def rss_kib(self) -> int | None:
+        """Resident memory (``VmRSS`` of /proc/<pid>/status) in KiB, or None when unreadable."""
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return None
 
     @property
     def url(self) -> str:
@@ -206,7 +219,8 @@ def start_envoy(
     cpu: str | None,
     timeout: float = 20.0,
 ) -> EnvoyHandle:
-    """Start Envoy with ``--concurrency 1`` and wait until its listener's port is known."""
+    """Start Envoy with ``--concurrency 1`` and wait until admin ``/ready`` says ``LIVE`` and its
+    listener's port is known; the handle records how long that took."""
     config = work_dir / f"{name}.json"
     config.write_text(json.dumps(bootstrap, indent=1))
     admin_path = work_dir / f"{name}.admin"
@@ -218,19 +232,27 @@ def start_envoy(
         "--admin-address-path", str(admin_path),
         "-l", "warning",
     ]  # fmt: skip
+    started = time.monotonic()
     proc = spawn(stack, name, argv, log_dir=work_dir, cpu=cpu)
-    deadline = time.monotonic() + timeout
+    deadline = started + timeout
+    live_s: float | None = None
     while time.monotonic() < deadline:
         if not proc.alive():
             raise BenchError(f"{name} exited with code {proc.popen.poll()}:\n{proc.log_tail()}")
         if admin_path.exists() and admin_path.read_text().strip():
             admin_url = f"http://{admin_path.read_text().strip()}"
             with contextlib.suppress(OSError):
-                status, body = http_get(f"{admin_url}/listeners?format=json")
-                if status == 200:
-                    for listener in json.loads(body).get("listener_statuses", []):
-                        sock = listener.get("local_address", {}).get("socket_address", {})
-                        if sock.get("port_value"):
-                            return EnvoyHandle(proc, admin_url, f"{sock['address']}:{sock['port_value']}")
-        time.sleep(0.05)
-    raise BenchError(f"{name} not listening after {timeout:.0f}s:\n{proc.log_tail()}")
+                if live_s is None:
+                    status, body = http_get(f"{admin_url}/ready")
+                    if status == 200 and body.strip() == "LIVE":
+                        live_s = time.monotonic() - started
+                if live_s is not None:
+                    status, body = http_get(f"{admin_url}/listeners?format=json")
+                    if status == 200:
+                        for listener in json.loads(body).get("listener_statuses", []):
+                            sock = listener.get("local_address", {}).get("socket_address", {})
+                            if sock.get("port_value"):
+                                address = f"{sock['address']}:{sock['port_value']}"
+                                return EnvoyHandle(proc, admin_url, address, live_s)
+        time.sleep(0.02)
+    raise BenchError(f"{name} not live and listening after {timeout:.0f}s:\n{proc.log_tail()}")

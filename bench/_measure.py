@@ -43,6 +43,8 @@ class Scenario:
     key: str
     title: str
     sidecar: SidecarStarter | None = None
+    #: Run the no-op chain in-proxy: the Wasm module of ``RunSettings.wasm_module`` in Envoy.
+    wasm: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class RunSettings:
     #: Before each window, wait up to this long for the machine to go quiet (0: do not wait).
     quiet_wait_s: float = 0.0
     keep_logs: Path | None = None
+    #: The proxy-wasm module built for this run (``wasm`` scenarios); None when not built.
+    wasm_module: Path | None = None
+    #: Why there is no module, when its build failed.
+    wasm_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,10 @@ class Sample:
     ext_proc_streams: int | None
     #: CPU (in cores) used during the window by processes that are not the bench's own.
     others_cores: float
+    #: Envoy under test: seconds from process start to admin ``/ready`` answering ``LIVE``.
+    envoy_startup_s: float | None = None
+    #: Envoy under test: ``VmRSS`` (KiB) right after the measured window.
+    envoy_rss_kib: int | None = None
 
 
 @dataclass
@@ -152,8 +162,11 @@ def _sample(scenario: Scenario, settings: RunSettings, work_dir: Path) -> Sample
     with contextlib.ExitStack() as stack:
         upstream = start_envoy(stack, "upstream", upstream_bootstrap(), work_dir=work_dir, cpu=None)
         sidecar = scenario.sidecar(stack, work_dir, pin.sidecar) if scenario.sidecar else None
-        bootstrap = proxy_bootstrap(upstream.listener, sidecar.address if sidecar else None)
-        proxy = start_envoy(stack, "envoy", bootstrap, work_dir=work_dir, cpu=pin.envoy)
+        wasm = _wasm_filter(settings) if scenario.wasm else None
+        bootstrap = proxy_bootstrap(upstream.listener, sidecar.address if sidecar else None, wasm)
+        # V8 compiles a ~14 MB module at start-up (seconds on this machine): a longer bound.
+        timeout = 60.0 if wasm else 20.0
+        proxy = start_envoy(stack, "envoy", bootstrap, work_dir=work_dir, cpu=pin.envoy, timeout=timeout)
         _probe(proxy)
         if sidecar is not None and _ext_proc_streams(proxy) == 0:
             raise BenchError("probe returned 200 but Envoy opened no ext_proc stream")
@@ -170,6 +183,7 @@ def _sample(scenario: Scenario, settings: RunSettings, work_dir: Path) -> Sample
         streams = _ext_proc_streams(proxy) - streams_before if sidecar else None
         if not upstream.proc.alive() or not proxy.proc.alive():
             raise BenchError("an Envoy died during the run")
+        rss = proxy.rss_kib()
     n = max(result.requests, 1)
     return Sample(
         wrk=result,
@@ -177,7 +191,18 @@ def _sample(scenario: Scenario, settings: RunSettings, work_dir: Path) -> Sample
         sidecar_us_per_req=window.ours[sidecar.pid] * 1e6 / n if sidecar else None,
         ext_proc_streams=streams,
         others_cores=window.others_cores,
+        envoy_startup_s=proxy.startup_s,
+        envoy_rss_kib=rss,
     )
+
+
+def _wasm_filter(settings: RunSettings) -> dict[str, Any]:
+    """The in-proxy no-op chain: the library filter ``noop`` that every envoykit module carries."""
+    if settings.wasm_module is None:
+        raise Unavailable(settings.wasm_error or "no Wasm module was built")
+    from envoykit.envoyconfig import wasm_filter
+
+    return wasm_filter(str(settings.wasm_module), [{"filter": "noop"}])
 
 
 def measure_once(outcome: Outcome, settings: RunSettings) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import statistics
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,13 @@ __all__ = ["Environment", "collect_environment", "console_table", "results_markd
 
 #: envoykit's no-op chain must reach at least this multiple of the peer's throughput.
 TARGET_VS_PEER = 2.0
+#: The chain as Wasm inside Envoy: at least this share of the no-filter throughput ...
+TARGET_WASM_VS_NO_FILTER = 0.75
+#: ... and at least this multiple of the same chain as an ext_proc sidecar.
+TARGET_WASM_VS_EXT_PROC = 5.0
+
+#: Hand-written reading of the numbers, kept outside the generated file and included verbatim.
+NOTES_FILE = Path(__file__).resolve().parent / "NOTES.md"
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,19 @@ def ratios(outcomes: Sequence[Outcome]) -> list[tuple[str, float | None, str]]:
         ("envoykit (TCP) / bare grpc.aio floor (TCP), req/s", "envoykit-tcp", "floor-tcp", None),
         ("bare grpc.aio floor / peer (TCP), req/s", "floor-tcp", "peer-tcp", None),
         ("bare sync-grpc floor / peer (TCP), req/s", "floor-sync-tcp", "peer-tcp", None),
+        ("envoykit Wasm in Envoy / no filter, req/s", "wasm-noop", "no-filter", TARGET_WASM_VS_NO_FILTER),
+        (
+            "envoykit Wasm in Envoy / envoykit ext_proc `aio` (TCP), req/s",
+            "wasm-noop",
+            "envoykit-tcp",
+            TARGET_WASM_VS_EXT_PROC,
+        ),
+        (
+            "envoykit Wasm in Envoy / envoykit ext_proc `server: threads` (TCP), req/s",
+            "wasm-noop",
+            "envoykit-threads-tcp",
+            TARGET_WASM_VS_EXT_PROC,
+        ),
     ]
     rows: list[tuple[str, float | None, str]] = []
     for label, num_key, den_key, target in pairs:
@@ -127,6 +148,58 @@ def ratios(outcomes: Sequence[Outcome]) -> list[tuple[str, float | None, str]]:
     else:
         rows.append((label, None, "not measured"))
     return rows
+
+
+def _startup_rows(outcomes: Sequence[Outcome]) -> list[list[str]]:
+    """Per scenario: Envoy under test's start-up seconds and RSS (MiB), median over samples."""
+    rows = []
+    for o in outcomes:
+        starts = [s.envoy_startup_s for s in o.samples if s.envoy_startup_s is not None]
+        rss = [s.envoy_rss_kib / 1024 for s in o.samples if s.envoy_rss_kib is not None]
+        if not starts and not rss:
+            continue
+        rows.append(
+            [
+                o.scenario.title,
+                _fmt(statistics.median(starts) if starts else None, ".2f"),
+                f"{min(starts):.2f}-{max(starts):.2f}" if starts else "-",
+                _fmt(statistics.median(rss) if rss else None, ".1f"),
+                f"{min(rss):.1f}-{max(rss):.1f}" if rss else "-",
+                str(len(o.samples)),
+            ]
+        )
+    return rows
+
+
+STARTUP_HEADERS = [
+    "scenario",
+    "Envoy start-up s (median)",
+    "start-up range",
+    "Envoy RSS MiB (median)",
+    "RSS range",
+    "samples",
+]
+
+
+def wasm_cost_lines(outcomes: Sequence[Outcome], settings: RunSettings) -> list[str]:
+    """The module's size and what the in-proxy chain adds to Envoy's CPU per request."""
+    lines = []
+    module = settings.wasm_module
+    if module is not None and module.exists():
+        size = module.stat().st_size
+        lines.append(f"- Wasm module: {size:,} bytes ({size / 2**20:.1f} MiB), `{module.name}`")
+    elif settings.wasm_error:
+        lines.append(f"- Wasm module: not built ({settings.wasm_error.splitlines()[0][:200]})")
+    by = _by_key(outcomes)
+    base, wasm = by.get("no-filter"), by.get("wasm-noop")
+    if base and wasm and base.median and wasm.median:
+        extra = wasm.median.envoy_us_per_req - base.median.envoy_us_per_req
+        lines.append(
+            f"- Envoy CPU per request, Wasm minus no filter: {extra:.0f} µs "
+            f"({wasm.median.envoy_us_per_req:.0f} vs {base.median.envoy_us_per_req:.0f}): the cost of"
+            " the Python no-op chain (two header hooks) run by V8 in Envoy's worker"
+        )
+    return lines
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -210,6 +283,9 @@ def results_markdown(
         "- ext_proc: request + response headers SEND, bodies NONE, trailers SKIP,"
         " `failure_mode_allow: false`, `message_timeout: 1s`, sidecar cluster over HTTP/2",
         "- no-op logic: a request-headers hook and a response-headers hook that both return continue",
+        "- Wasm: the same chain in-proxy: `envoy.filters.http.wasm` (V8) running envoykit's library filter"
+        " `noop` from a module built by `envoykit.wasm._filters.build_filter_wasm(bench/wasm_filters.py)`,"
+        " first in the HCM filters, `fail_open: false`, no sidecar",
         "",
         "## Results",
         "",
@@ -221,11 +297,30 @@ def results_markdown(
     out += ["", "## Ratios", ""]
     for label, ratio, comment in ratios(outcomes):
         out.append(f"- {label}: **{_fmt(ratio, '.2f')}**" + (f" ({comment})" if comment else ""))
+    startup = _startup_rows(outcomes)
+    if startup:
+        out += [
+            "",
+            "## Envoy start-up and memory",
+            "",
+            "Envoy under test only: start-up = process spawned to admin `/ready` answering `LIVE`;"
+            " RSS = `VmRSS` right after the measured window.",
+            "",
+            "| " + " | ".join(STARTUP_HEADERS) + " |",
+            "|" + "|".join("---" for _ in STARTUP_HEADERS) + "|",
+            *("| " + " | ".join(row) + " |" for row in startup),
+        ]
+    wasm_lines = wasm_cost_lines(outcomes, settings)
+    if wasm_lines:
+        out += ["", *wasm_lines]
     failed = [o for o in outcomes if o.error]
     if failed:
         out += ["", "## Scenarios without a result", ""]
         for o in failed:
             out += [f"### {o.scenario.title}", "", "```", (o.error or "").strip(), "```", ""]
+    notes = NOTES_FILE.read_text().strip() if NOTES_FILE.exists() else ""
+    if notes:
+        out += ["", notes]
     if peer_details:
         out += ["", "## The peer (`envoy-extproc-sdk`)", "", *peer_details]
     out += [

@@ -1,5 +1,6 @@
 """``make bench``: throughput and latency of Envoy with no filter, envoykit's no-op ext_proc chain
-(TCP and unix socket) and the PyPI peer ``envoy-extproc-sdk`` running the same no-op logic.
+(TCP and unix socket), the same chain compiled to Wasm and run inside Envoy, and the PyPI peer
+``envoy-extproc-sdk`` running the same no-op logic.
 
 Usage (from the repository root)::
 
@@ -18,7 +19,9 @@ import contextlib
 import json
 import shlex
 import signal
+import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -65,9 +68,29 @@ SCENARIOS = [
     ),
     Scenario("peer-tcp", "(c) envoy-extproc-sdk 0.1.1 no-op, TCP loopback", _peer),
     Scenario("envoykit-uds", "(d) envoykit no-op, unix socket", partial(_module, "bench.envoykit_noop", UDS)),
+    Scenario("wasm-noop", "(e) envoykit no-op as Wasm inside Envoy", wasm=True),
     Scenario("floor-tcp", "(ref) bare grpc.aio servicer, no SDK, TCP", partial(_floor, False)),
     Scenario("floor-sync-tcp", "(ref) bare sync grpc servicer, 8 threads, TCP", partial(_floor, True)),
 ]
+
+
+WASM_FILTERS = BENCH_DIR / "wasm_filters.py"
+WASM_MODULE = BENCH_DIR / "out" / "wasm" / "envoykit_bench.wasm"
+
+
+def _build_wasm() -> tuple[Path | None, str | None]:
+    """Build the bench's proxy-wasm module once per run (the build caches by its inputs)."""
+    print(f"building {WASM_MODULE.relative_to(REPO_DIR)} from {WASM_FILTERS.name} ...", flush=True)
+    started = time.monotonic()
+    from envoykit.wasm._filters import WasmBuildError, build_filter_wasm
+
+    try:
+        result = build_filter_wasm(WASM_FILTERS, WASM_MODULE)
+    except (WasmBuildError, OSError, subprocess.SubprocessError) as exc:  # the others still run
+        return None, f"Wasm build failed: {type(exc).__name__}: {str(exc).strip()[:2000]}"
+    how = "rebuilt" if result.rebuilt else "cached"
+    print(f"   {how} in {time.monotonic() - started:.1f}s, {result.path.stat().st_size:,} bytes", flush=True)
+    return result.path, None
 
 
 def _command() -> str:
@@ -156,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out_dir = BENCH_DIR / "out"
     out_dir.mkdir(exist_ok=True)
+    wasm_module, wasm_error = _build_wasm() if any(s.wasm for s in chosen) else (None, None)
     settings = RunSettings(
         duration_s=args.duration,
         warmup_s=args.warmup,
@@ -164,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         pinning=detect_pinning(not args.no_pin),
         keep_logs=out_dir,
         quiet_wait_s=args.quiet_wait,
+        wasm_module=wasm_module,
+        wasm_error=wasm_error,
     )
     env = collect_environment(_command(), version)
     print(f"Envoy {version}; {env.cpus}; pinning: {settings.pinning.describe()}", flush=True)
