@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import logging
 import os
 import signal
@@ -110,11 +111,14 @@ class SidecarServer:
         services: Sequence[ServiceFactory] | None = None,
         server_model: ServerModel = "aio",
         threads: int = DEFAULT_THREADS,
+        tune_gc: bool = True,
     ) -> None:
         if server_model not in ("aio", "threads"):
             raise ValueError(f"server_model must be 'aio' or 'threads', not {server_model!r}")
         self.server_model = server_model
         self.threads = threads
+        #: Freeze start-up objects and collect less often (see ``tune_garbage_collector``).
+        self.tune_gc = tune_gc
         self.listen = parse_listen_address(address)
         self.metrics = SidecarMetrics(registry)
         #: The filters' own metrics (``self.metrics.counter(...)``), in the same registry.
@@ -163,6 +167,8 @@ class SidecarServer:
         if self._server is not None:
             raise RuntimeError("this SidecarServer was already started")
         check_protobuf_backend()
+        if self.tune_gc:
+            tune_garbage_collector()
         options = [
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
@@ -247,6 +253,21 @@ async def _stop_server(server: grpc.aio.Server | grpc.Server, grace: float | Non
         return
     done = server.stop(grace)  # a threading.Event, set once in-flight streams are finished
     await asyncio.to_thread(done.wait, (grace or 0) + 10.0)
+
+
+def tune_garbage_collector() -> None:
+    """Make Python's cyclic GC cheap for a request server.
+
+    Each request allocates a few hundred short-lived objects (protobuf messages, header lists,
+    per-request state); with the default thresholds the collector runs every ~700 allocations
+    and re-scans everything loaded at start-up. Freezing the start-up heap and collecting the
+    young generation less often removes most of that work; requests create almost no cycles, so
+    memory stays flat. Called once, when a server starts.
+    """
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, 20_000), gen1, gen2)
 
 
 def _remove_socket(path: str) -> None:
