@@ -246,7 +246,8 @@ class Stream:
         undo = flt.failure_mode is FailureMode.OPEN
         headers_snap = message.headers.checkpoint() if undo else None
         meta_snap = self.metadata.checkpoint(flt.metadata_namespace) if undo else None
-        started = time.perf_counter()
+        observer = self.chain.observer
+        started = time.perf_counter() if observer is not None else 0.0  # a clock read is a host call in Wasm
         failed = False
         try:
             result = hook(message, self.states[index])
@@ -267,7 +268,6 @@ class Stream:
                 self.metadata.rollback(flt.metadata_namespace, meta_snap)
             return self._on_error(flt, phase, exc)
         finally:
-            observer = self.chain.observer
             if observer is not None:
                 observer.hook_done(self.chain.name, flt.name, phase, time.perf_counter() - started, failed)
 

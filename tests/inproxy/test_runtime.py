@@ -200,3 +200,22 @@ def test_runtime_bug_fails_closed_not_into_envoy(monkeypatch):
     outcome = request(runtime, host)
     assert outcome.local_reply and outcome.client.status == 500
     assert any("in-proxy runtime error: OSError: host broke" in m for _, m in host.logs)
+
+
+def test_properties_are_read_only_when_a_filter_uses_attributes():
+    calls: list[tuple[str, ...]] = []
+
+    class Counting(FakeHost):
+        def get_property(self, path):
+            calls.append(tuple(path))
+            return super().get_property(path)
+
+    host = Counting(properties={("xds", "route_name"): b"r1"})
+    runtime, _ = configure(
+        host, FILTERS, {"filters": [{"filter": "add-headers", "config": {"request": {"x": "1"}}}]}
+    )
+    request(runtime, host)
+    assert calls == []  # add-headers never looks at attributes
+    runtime, _ = configure(host, FILTERS, {"filters": [{"filter": "tagger"}]})
+    outcome = request(runtime, host)
+    assert ("xds", "route_name") in calls and outcome.upstream.header("x-route") == "r1"

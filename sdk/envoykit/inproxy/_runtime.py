@@ -17,6 +17,7 @@ same in both placements:
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,6 +108,21 @@ class _EnvoyMetrics:
         self.host.record_metric(metric_id, value)
 
 
+class _LazyAttributes:
+    """Stands in for ``Attributes`` and reads Envoy's properties on first attribute access."""
+
+    __slots__ = ("_load", "_value")
+
+    def __init__(self, load: Callable[[], Attributes]) -> None:
+        self._load = load
+        self._value: Attributes | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._value is None:
+            self._value = self._load()
+        return getattr(self._value, name)
+
+
 class _EnvoySharedData:
     """``SharedData`` over Envoy's shared data: one store for every worker's VM."""
 
@@ -192,7 +208,9 @@ class InProxyRuntime:
     # -- per request -----------------------------------------------------------------------------
     def on_context_create(self, context_id: int) -> None:
         if self.chain is not None:
-            self._contexts[context_id] = _Context(self.chain.stream(self._attributes()))
+            # Properties cost a host round trip each: fetch them only if a filter reads one.
+            attributes = typing.cast(Attributes, _LazyAttributes(self._attributes))
+            self._contexts[context_id] = _Context(self.chain.stream(attributes))
 
     def on_done(self, context_id: int) -> bool:
         return True
