@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from envoykit import Chain
-from envoykit.envoyconfig import render_bootstrap, wasm_filter
-from envoykit.gateway import Gateway, GatewayConfig
 from envoykit.gateway._load import resolve_filter
 from envoykit.testing import EchoUpstream, EnvoyFactory, raw_request
+
+from .conftest import wasm_bootstrap
 
 pytest.importorskip("ziglang")
 pytestmark = [pytest.mark.envoy, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -104,18 +104,7 @@ def test_sidecar_and_wasm_give_identical_exchanges(
     sidecar = gateway_factory(_chain(specs), access_log=False)
     in_sidecar = _observe(sidecar.url(""), echo_upstream, probes)
 
-    config = GatewayConfig.model_validate(
-        {
-            "upstreams": {"echo": {"url": f"http://127.0.0.1:{echo_upstream.port}"}},
-            "routes": [{"prefix": "/", "upstream": "echo"}],
-        }
-    )
-    bootstrap = render_bootstrap(
-        Gateway(config, {}, "<test>"),
-        listener_port=0,
-        admin_port=0,
-        in_proxy=[wasm_filter(str(every_hook_wasm), specs)],
-    )
+    bootstrap = wasm_bootstrap(echo_upstream.port, every_hook_wasm, specs)
     envoy = envoy_factory(bootstrap, ready_timeout=60)
     in_wasm = _observe(envoy.url(""), echo_upstream, probes)
 

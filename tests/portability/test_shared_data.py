@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from envoykit import LocalSharedData
-from envoykit.envoyconfig import render_bootstrap, wasm_filter
-from envoykit.gateway import Gateway, GatewayConfig
 from envoykit.testing import EchoUpstream, EnvoyFactory
+
+from .conftest import wasm_bootstrap
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -31,18 +31,7 @@ def test_local_store_compare_and_swap():
 def test_counter_is_shared_by_all_workers(
     every_hook_wasm: Path, echo_upstream: EchoUpstream, envoy_factory: EnvoyFactory
 ) -> None:
-    config = GatewayConfig.model_validate(
-        {
-            "upstreams": {"echo": {"url": f"http://127.0.0.1:{echo_upstream.port}"}},
-            "routes": [{"prefix": "/", "upstream": "echo"}],
-        }
-    )
-    bootstrap = render_bootstrap(
-        Gateway(config, {}, "<test>"),
-        listener_port=0,
-        admin_port=0,
-        in_proxy=[wasm_filter(str(every_hook_wasm), [{"filter": "visits"}])],
-    )
+    bootstrap = wasm_bootstrap(echo_upstream.port, every_hook_wasm, [{"filter": "visits"}])
     envoy = envoy_factory(bootstrap, concurrency=2, ready_timeout=90)
     seen = []
     for _ in range(12):

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .._metrics import MetricKind
+from .._metrics import InMemoryMetrics, MetricKind
 
 __all__ = ["PrometheusFilterMetrics"]
 
@@ -22,33 +22,26 @@ __all__ = ["PrometheusFilterMetrics"]
 _BUCKETS = (1, 5, 10, 50, 100, 500, 1000, 5000, 10000, 50000, 100000)
 
 
-class PrometheusFilterMetrics(Collector):
-    """A ``MetricsBackend`` for ``Chain.bind_metrics`` that exports to ``registry``."""
+class PrometheusFilterMetrics(InMemoryMetrics, Collector):
+    """A ``MetricsBackend`` for ``Chain.bind_metrics`` that exports to ``registry``.
+
+    Counters and gauges are kept exactly as in ``InMemoryMetrics``; histograms keep bucket
+    counts (plus sum and count) instead of every sample, so memory stays bounded.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.names: list[str] = []
-        self.kinds: list[MetricKind] = []
-        self.values: list[int] = []
-        self.samples: list[list[int]] = []  # histogram: per-bucket counts then sum, count
+        super().__init__()
+        self.buckets: list[list[int]] = []  # per metric: bucket counts, +Inf, sum, count
         registry.register(self)
 
     def define(self, kind: MetricKind, name: str) -> int:
-        if name in self.names:
-            return self.names.index(name)
-        self.names.append(name)
-        self.kinds.append(kind)
-        self.values.append(0)
-        self.samples.append([0] * (len(_BUCKETS) + 3))
-        return len(self.names) - 1
-
-    def add(self, metric_id: int, delta: int) -> None:
-        self.values[metric_id] += delta
-
-    def set(self, metric_id: int, value: int) -> None:
-        self.values[metric_id] = value
+        metric_id = super().define(kind, name)
+        while len(self.buckets) < len(self.names):
+            self.buckets.append([0] * (len(_BUCKETS) + 3))
+        return metric_id
 
     def record(self, metric_id: int, value: int) -> None:
-        counts = self.samples[metric_id]
+        counts = self.buckets[metric_id]
         for i, bound in enumerate(_BUCKETS):
             if value <= bound:
                 counts[i] += 1
@@ -60,7 +53,7 @@ class PrometheusFilterMetrics(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        for name, kind, value, samples in zip(self.names, self.kinds, self.values, self.samples, strict=True):
+        for name, kind, value, samples in zip(self.names, self.kinds, self.values, self.buckets, strict=True):
             prom = name.replace(".", "_").replace("-", "_")
             if kind is MetricKind.COUNTER:
                 yield CounterMetricFamily(prom, f"filter metric {name}", value=value)
