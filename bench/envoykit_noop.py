@@ -67,6 +67,9 @@ async def serve(address: str, server_model: str = "aio", threads: int = 16) -> N
     except ImportError as exc:  # e.g. the ext_proc servicer (envoykit.extproc) is not written yet
         print(f"envoykit sidecar runtime not available ({exc})", flush=True)
         sys.exit(EXIT_UNAVAILABLE)
+    from envoykit.runtime import tune_garbage_collector
+
+    tune_garbage_collector()  # as `envoykit serve` (run_sidecar) does for its process
     await server.start()
     print(f"ready {server.address}", flush=True)
 

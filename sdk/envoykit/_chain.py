@@ -171,7 +171,7 @@ class Stream:
         request._load_body(data, end_of_stream)
         if self.chain.needs.request_body is BodyMode.STREAMED:
             request.headers.freeze("in streamed mode the headers went upstream before the body")
-        return self._run(Phase.REQUEST_BODY, request)
+        return self._body_phase(Phase.REQUEST_BODY, request, len(data), self.chain.needs.request_body)
 
     def request_trailers(self, trailers: Headers) -> PhaseRun[Response | None]:
         request = self._need_request()
@@ -198,7 +198,7 @@ class Stream:
         response._load_body(data, end_of_stream)
         if self.chain.needs.response_body is BodyMode.STREAMED:
             response.headers.freeze("in streamed mode the headers went downstream before the body")
-        return self._run(Phase.RESPONSE_BODY, response)
+        return self._body_phase(Phase.RESPONSE_BODY, response, len(data), self.chain.needs.response_body)
 
     def response_trailers(self, trailers: Headers) -> PhaseRun[Response | None]:
         response = self._need_response()
@@ -220,6 +220,25 @@ class Stream:
                 Headers(), request=self._need_request(), attributes=self.attributes, metadata=self._view
             )
         return self.response
+
+    def _body_phase(
+        self, phase: Phase, message: Request | Response, received: int, mode: BodyMode
+    ) -> PhaseRun[Response | None]:
+        """Run a body phase; a buffered body whose length changed takes its content-length along
+        (Envoy rejects a body that contradicts the content-length it holds). Every runtime then
+        just sends the header changes, content-length included."""
+        reply = yield from self._run(phase, message)
+        headers = message.headers
+        if (
+            reply is None
+            and mode is BodyMode.BUFFERED
+            and message.body_changed
+            and len(message.body) != received
+            and "content-length" in headers
+            and headers._readonly_reason is None
+        ):
+            headers.set("content-length", str(len(message.body)))
+        return reply
 
     def _run(self, phase: Phase, message: Request | Response) -> PhaseRun[Response | None]:
         """Run ``phase``'s hooks; on a reply, finish it through the response hooks."""

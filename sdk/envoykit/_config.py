@@ -46,12 +46,12 @@ def validate_config(
     data: Mapping[str, Any] | C | None,
     *,
     file: str | None = None,
-    prefix: str = "",
+    prefix: tuple[int | str, ...] = (),
     line_of: Callable[[tuple[int | str, ...]], int | None] | None = None,
 ) -> C:
     """Validate ``data`` against ``model``; raise ``ConfigError`` naming every bad field.
 
-    ``prefix`` places the model inside a larger document (``chains.api[0].config``), and
+    ``prefix`` places the model inside a larger document (``("chains", "api", 0, "config")``), and
     ``line_of`` maps a full location to a line number in the source file when known.
     """
     if isinstance(data, model):
@@ -61,23 +61,11 @@ def validate_config(
     except ValidationError as exc:
         errors = []
         for err in exc.errors():
-            loc = tuple(err["loc"])
-            field = ".".join(p for p in (prefix, format_loc(loc)) if p) or None
+            loc = (*prefix, *err["loc"])
+            field = format_loc(loc) or None
             reason = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 reason = "unknown field (check the spelling)"
-            line = line_of(_split_prefix(prefix) + loc) if line_of else None
+            line = line_of(loc) if line_of else None
             errors.append(ConfigError(reason, file=file, field=field, line=line))
         raise ConfigError.collect(errors) from None
-
-
-def _split_prefix(prefix: str) -> tuple[int | str, ...]:
-    parts: list[int | str] = []
-    for piece in prefix.replace("]", "").split("."):
-        if not piece:
-            continue
-        name, *indexes = piece.split("[")
-        if name:
-            parts.append(name)
-        parts.extend(int(i) for i in indexes)
-    return tuple(parts)

@@ -136,22 +136,14 @@ def build_wasm(
     """Build a filter module (with envoykit's SDK and CPython) into a proxy-wasm module for Envoy."""
     import time
 
-    from ..wasm import WasmBuildError, fetch_python_sdk
+    from ..wasm import WasmBuildError
     from ..wasm._filters import build_filter_wasm
 
     started = time.monotonic()
     try:
-        typer.echo("[1/3] checking that the filters can run inside Envoy...", err=True)
-        from ..wasm._filters import PortabilityError
-        from ..wasm._portable import check_portable
-
-        problems = check_portable(filter_module) if filter_module.is_file() else []
-        if problems:
-            raise PortabilityError(problems)
-        typer.echo("[2/3] CPython for wasm32-wasi (downloaded and verified once per machine)...", err=True)
-        fetch_python_sdk()
-        typer.echo("[3/3] freezing modules and linking (first build on a machine: ~30 s)...", err=True)
-        result = build_filter_wasm(filter_module, output, force=force)
+        result = build_filter_wasm(
+            filter_module, output, force=force, progress=lambda s: typer.echo(s, err=True)
+        )
     except WasmBuildError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -8,13 +8,14 @@ never sends a phase that chain does not use.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .._chain import Chain
 from .._phases import ProcessingNeeds
-from ..gateway import Gateway, GatewayConfig, RouteSpec
+from ..gateway import Gateway, GatewayConfig, RouteSpec, UpstreamSpec
 from ._fragments import fragment
 
 __all__ = [
@@ -58,7 +59,7 @@ def render_bootstrap(
         chain = gateway.chains[spec.chain]
         filters.insert(0, wasm_filter(str(gateway.path(spec.module)), chain_specs(chain), name=spec.chain))
     clusters: list[Any] = [
-        _upstream_cluster(name, (upstreams or {}).get(name, spec.url), spec.http2)
+        _upstream_cluster(name, spec.model_copy(update={"url": (upstreams or {}).get(name, spec.url)}))
         for name, spec in config.upstreams.items()
     ]
     if used:
@@ -111,8 +112,6 @@ def render_bootstrap(
 def wasm_filter(module: str, filters: list[dict[str, Any]], *, name: str = "envoykit") -> Any:
     """The ``envoy.filters.http.wasm`` filter running ``filters`` (gateway-file filter specs:
     ``{"filter": NAME, "config": {...}}``) from a module built by ``envoykit build-wasm``."""
-    import json
-
     configuration = json.dumps({"chain": name, "filters": filters}, separators=(",", ":"), sort_keys=True)
     return fragment("wasm_filter", name=name, configuration=configuration, filename=module)
 
@@ -187,21 +186,16 @@ def _cluster_name(upstream: str) -> str:
     return f"upstream_{upstream}"
 
 
-def _upstream_cluster(name: str, url: str, http2: bool) -> Any:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    is_ip = host.replace(".", "").isdigit() or ":" in host
+def _upstream_cluster(name: str, spec: UpstreamSpec) -> Any:
     return fragment(
         "upstream_cluster",
         name=_cluster_name(name),
-        discovery="STATIC" if is_ip else "STRICT_DNS",
+        discovery="STATIC" if spec.is_ip else "STRICT_DNS",
         protocol={"http2_protocol_options": {}}
-        if http2
+        if spec.http2
         else {"http_protocol_options": {"enable_trailers": True}},
-        host=host,
-        port=parts.port or 80,
+        host=spec.host,
+        port=spec.port,
     )
 
 

@@ -21,7 +21,6 @@ import grpc
 from grpc.aio import EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 from .._chain import Chain, PhaseRun, Stream, drive_async, drive_sync, header_changes
-from .._errors import HeaderError
 from .._headers import Headers
 from .._messages import Request, Response
 from .._metadata import MetadataStore
@@ -79,9 +78,7 @@ class _ChainPlan:
         "is_async",
         "mode",
         "name",
-        "request_body",
         "request_headers_noop",
-        "response_body",
         "wants",
     )
 
@@ -94,8 +91,6 @@ class _ChainPlan:
         self.request_headers_noop = _ProcessingResponse(
             request_headers=_HeadersResponse(), mode_override=self.mode
         ).SerializeToString()
-        self.request_body = needs.request_body
-        self.response_body = needs.response_body
         #: The last message this chain needs, when that is knowable in advance: after answering it
         #: the sidecar ends the stream (an OK close tells Envoy processing is complete), freeing
         #: it without waiting for Envoy to close. Trailers may or may not come: no early close.
@@ -303,14 +298,13 @@ class ExtProcService:
             run = (stream.request_body if is_request else stream.response_body)(
                 message.body, message.end_of_stream
             )
-            mode = plan.request_body if is_request else plan.response_body
 
             def body_answer(reply: Response | None) -> Any:
                 if reply is not None:
                     return self._local_reply(plan, stream, reply)
                 target = stream.request if is_request else stream.response
                 assert target is not None
-                return _body_response(kind, target, message.body, mode, stream)
+                return _body_response(kind, target, stream)
 
             return run, body_answer
         trailers = headers_in(getattr(request, kind).trailers)
@@ -387,19 +381,10 @@ def _trailers_response(kind: str, trailers: Headers, stream: Stream) -> Any:
     return response
 
 
-def _body_response(
-    kind: str, message: Request | Response, received: bytes, mode: BodyMode, stream: Stream
-) -> Any:
-    """A body's answer; a changed buffered body brings its content-length along (Envoy
-    rejects a body mutation that contradicts the content-length it holds)."""
+def _body_response(kind: str, message: Request | Response, stream: Stream) -> Any:
+    """A body's answer: the body mutation plus any header changes (the engine already set a
+    buffered body's new content-length)."""
     changed = message.body_changed
-    if changed and mode is BodyMode.BUFFERED:
-        body = message.body
-        if len(body) != len(received) and "content-length" in message.headers:
-            try:
-                message.headers.set("content-length", str(len(body)))
-            except HeaderError:  # headers already sent: nothing Envoy could apply anyway
-                pass
     changes = header_changes(message.headers)
     metadata = stream.metadata.take_changes()
     if not changed and not changes and not metadata:

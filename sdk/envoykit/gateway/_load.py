@@ -96,13 +96,16 @@ def build_chains(
             except EnvoykitError as exc:
                 errors.append(
                     ConfigError(
-                        str(exc), file=source, field=_field(where, "filter"), line=line_of((*where, "filter"))
+                        str(exc),
+                        file=source,
+                        field=format_loc((*where, "filter")),
+                        line=line_of((*where, "filter")),
                     )
                 )
                 continue
             try:
                 cfg = validate_config(
-                    cls.Config, spec.config, file=source, prefix=_field(where, "config"), line_of=line_of
+                    cls.Config, spec.config, file=source, prefix=(*where, "config"), line_of=line_of
                 )
                 filters.append(
                     cls(
@@ -119,7 +122,7 @@ def build_chains(
                     ConfigError(
                         f"{type(exc).__name__}: {exc}",
                         file=source,
-                        field=_field(where, "config"),
+                        field=format_loc((*where, "config")),
                         line=line_of(where),
                     )
                 )
@@ -134,10 +137,6 @@ def build_chains(
     if errors:
         raise ConfigError.collect(errors)
     return chains
-
-
-def _field(where: tuple[int | str, ...], leaf: str) -> str:
-    return f"chains.{where[1]}[{where[2]}].{leaf}"
 
 
 def resolve_filter(ref: str, base_dir: Path | None = None) -> type[HttpFilter[Any, Any]]:

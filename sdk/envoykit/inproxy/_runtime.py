@@ -174,7 +174,7 @@ class InProxyRuntime:
             raise ConfigError("must be a list", field="filters")
         built: list[HttpFilter[Any, Any]] = []
         for i, spec in enumerate(specs):
-            built.append(self._filter(spec, f"filters[{i}]"))
+            built.append(self._filter(spec, i))
         chain = Chain(built, name=str(document.get("chain", "default")))
         chain.require_sync(PLACEMENT)
         allow = document.get("failure_mode_allow", False)
@@ -182,7 +182,8 @@ class InProxyRuntime:
             raise ConfigError("must be true or false", field="failure_mode_allow")
         return chain, allow
 
-    def _filter(self, spec: Any, where: str) -> HttpFilter[Any, Any]:
+    def _filter(self, spec: Any, index: int) -> HttpFilter[Any, Any]:
+        where = f"filters[{index}]"
         if not isinstance(spec, dict) or not isinstance(spec.get("filter"), str):
             raise ConfigError('expected {"filter": NAME, "config": {...}}', field=where)
         unknown = set(spec) - {"filter", "name", "config", "failure_mode", "metadata_namespace"}
@@ -194,7 +195,7 @@ class InProxyRuntime:
             raise ConfigError(
                 f"no filter {spec['filter']!r} in this module (has: {known})", field=f"{where}.filter"
             )
-        config = validate_config(cls.Config, spec.get("config") or {}, prefix=f"{where}.config")
+        config = validate_config(cls.Config, spec.get("config") or {}, prefix=("filters", index, "config"))
         try:
             return cls(
                 config,
@@ -291,10 +292,7 @@ class InProxyRuntime:
         buffered = direction.body_mode(ctx.stream.chain) is BodyMode.BUFFERED
         if message.body_changed:
             self.host.set_buffer(direction.body_buffer, 0, size, message.body)
-            if buffered and len(message.body) != size and "content-length" in message.headers:
-                message.headers.unfreeze()
-                message.headers.set("content-length", str(len(message.body)))
-        if buffered:
+        if buffered:  # headers were held: they go out now, the engine's content-length included
             ctx.body_done.add(direction.body_buffer)
             self._write_headers(direction.headers_map, message.headers)
         self._emit_metadata(ctx)

@@ -19,6 +19,7 @@ from ._server import (
     SidecarService,
     check_protobuf_backend,
     run_sidecar,
+    tune_garbage_collector,
 )
 from ._structs import dict_to_struct, metadata_to_struct, struct_to_dict, value_to_python
 from ._thread import SidecarThread
@@ -46,6 +47,7 @@ __all__ = [
     "metadata_to_struct",
     "parse_listen_address",
     "run_sidecar",
+    "tune_garbage_collector",
     "struct_to_dict",
     "value_to_python",
 ]

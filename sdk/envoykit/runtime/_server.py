@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_THREADS",
     "ServerModel",
     "check_protobuf_backend",
+    "tune_garbage_collector",
 ]
 
 #: ``aio``: one grpc.aio event loop (lowest tail latency, the default).
@@ -111,14 +112,11 @@ class SidecarServer:
         services: Sequence[ServiceFactory] | None = None,
         server_model: ServerModel = "aio",
         threads: int = DEFAULT_THREADS,
-        tune_gc: bool = True,
     ) -> None:
         if server_model not in ("aio", "threads"):
             raise ValueError(f"server_model must be 'aio' or 'threads', not {server_model!r}")
         self.server_model = server_model
         self.threads = threads
-        #: Freeze start-up objects and collect less often (see ``tune_garbage_collector``).
-        self.tune_gc = tune_gc
         self.listen = parse_listen_address(address)
         self.metrics = SidecarMetrics(registry)
         #: The filters' own metrics (``self.metrics.counter(...)``), in the same registry.
@@ -167,8 +165,6 @@ class SidecarServer:
         if self._server is not None:
             raise RuntimeError("this SidecarServer was already started")
         check_protobuf_backend()
-        if self.tune_gc:
-            tune_garbage_collector()
         options = [
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
@@ -262,7 +258,8 @@ def tune_garbage_collector() -> None:
     per-request state); with the default thresholds the collector runs every ~700 allocations
     and re-scans everything loaded at start-up. Freezing the start-up heap and collecting the
     young generation less often removes most of that work; requests create almost no cycles, so
-    memory stays flat. Called once, when a server starts.
+    memory stays flat. Process-wide, so it is the process owner's call: ``run_sidecar`` (what
+    ``envoykit serve`` runs) makes it once, before serving; embedders may too.
     """
     gc.collect()
     gc.freeze()
@@ -320,6 +317,7 @@ def run_sidecar(
         server_model=server_model,
         threads=threads,
     )
+    tune_garbage_collector()
     with asyncio.Runner(loop_factory=new_event_loop_factory()) as runner:
         runner.run(_serve_until_signal(server, drain_seconds))
 

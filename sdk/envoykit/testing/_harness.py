@@ -18,6 +18,7 @@ from .._chain import Chain, Stream, drive_async, drive_sync
 from .._filter import HttpFilter
 from .._headers import HeaderInput, Headers
 from .._messages import Response
+from .._metrics import InMemoryMetrics
 from .._phases import BodyMode
 
 __all__ = ["Harness", "Exchange", "Sent", "UpstreamResponse"]
@@ -112,8 +113,6 @@ class Harness:
 
     def metric(self, name: str) -> int:
         """A filter metric's value, by full name (``envoykit.deny_paths.denied``); 0 if unknown."""
-        from .._metrics import InMemoryMetrics
-
         for flt in self.chain.filters:
             backend = flt.metrics.backend
             if isinstance(backend, InMemoryMetrics) and name in backend.names:
@@ -190,7 +189,7 @@ class Harness:
         if reply is not None:
             return self._local(stream, reply)
         assert stream.request is not None
-        _fix_content_length(stream.request.headers, needs.request_body, sent_body, chunks)
+        _drop_streamed_content_length(stream.request.headers, needs.request_body)
         sent_trailers: Headers | None = None
         if trailers is not None:
             sent_trailers = Headers(trailers)
@@ -220,7 +219,7 @@ class Harness:
         if reply is not None:
             return self._local(stream, reply, upstream_request)
         assert stream.response is not None
-        _fix_content_length(stream.response.headers, needs.response_body, resp_body, resp_chunks)
+        _drop_streamed_content_length(stream.response.headers, needs.response_body)
         resp_trailers: Headers | None = None
         if answer.trailers is not None:
             resp_trailers = Headers(answer.trailers)
@@ -269,11 +268,9 @@ def _deliver_body(
     return b"".join(out), len(pieces), None
 
 
-def _fix_content_length(headers: Headers, mode: BodyMode, sent: bytes, original: list[bytes]) -> None:
-    """Keep content-length true after filters changed a buffered body (Envoy rejects a lie)."""
-    if mode is BodyMode.BUFFERED and "content-length" in headers:
-        if len(sent) != sum(len(c) for c in original):
-            headers.set("content-length", str(len(sent)))
-    elif mode is BodyMode.STREAMED:
+def _drop_streamed_content_length(headers: Headers, mode: BodyMode) -> None:
+    """Envoy drops content-length in streamed mode (chunks may change size) and goes chunked.
+    (A buffered body's new length is set by the engine itself.)"""
+    if mode is BodyMode.STREAMED:
         headers.unfreeze()
-        headers.remove("content-length")  # Envoy drops it in streamed mode; chunked instead
+        headers.remove("content-length")

@@ -18,7 +18,7 @@ import envoykit_filters
 
 from ._build import BuildResult, build_module
 from ._portable import Problem, check_portable
-from ._sdk import WasmBuildError
+from ._sdk import WasmBuildError, fetch_python_sdk
 
 __all__ = ["build_filter_wasm", "PortabilityError", "frozen_sources"]
 
@@ -62,14 +62,17 @@ def build_filter_wasm(
     *,
     force: bool = False,
     build: Callable[..., BuildResult] = build_module,
+    progress: Callable[[str], None] = lambda step: None,
 ) -> BuildResult:
     """Check ``filter_module`` for what cannot run in-proxy, then build ``out``.
 
     Raises ``PortabilityError`` (file, line, reason for each problem) before any compiling.
+    ``progress`` hears about each long step as it starts.
     """
     filter_module = Path(filter_module).resolve()
     if not filter_module.is_file():
         raise WasmBuildError(f"{filter_module}: no such filter module")
+    progress("[1/3] checking that the filters can run inside Envoy...")
     problems = check_portable(filter_module)
     if problems:
         raise PortabilityError(problems)
@@ -83,7 +86,10 @@ def build_filter_wasm(
         "from envoykit.inproxy._wasm import bind\n"
         f"globals().update(bind(_envoykit_host, envoykit_filters.basic, {name}))\n"
     )
+    progress("[2/3] CPython for wasm32-wasi (downloaded and verified once per machine)...")
+    sdk = fetch_python_sdk()
+    progress("[3/3] freezing modules and linking (first build on a machine: ~30 s)...")
     with tempfile.TemporaryDirectory(prefix="envoykit-entry-") as tmp:
         entry = Path(tmp) / "envoykit_entry.py"
         entry.write_text(entry_source)
-        return build(entry, Path(out), user_modules=frozen_sources(filter_module), force=force)
+        return build(entry, Path(out), user_modules=frozen_sources(filter_module), force=force, sdk=sdk)
