@@ -21,6 +21,10 @@ class Phase(enum.Enum):
     RESPONSE_BODY = "response_body"
     RESPONSE_TRAILERS = "response_trailers"
 
+    # Members are singletons: hash by identity in C instead of Enum's Python-level name hash
+    # (phases key the chain's plan, looked up on every hook call).
+    __hash__ = object.__hash__
+
     @property
     def hook_name(self) -> str:
         """The ``HttpFilter`` method that handles this phase."""

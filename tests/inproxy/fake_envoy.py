@@ -54,8 +54,8 @@ class FakeHost:
     def log(self, level: int, message: str) -> None:
         self.logs.append((level, message))
 
-    def get_header_map_pairs(self, map_type: int) -> list[tuple[bytes, bytes]]:
-        return list(self.maps[map_type])
+    def get_headers(self, map_type: int) -> list[tuple[str, str]]:
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.maps[map_type]]
 
     def replace_header(self, map_type: int, name: bytes, value: bytes) -> None:
         self.remove_header(map_type, name)
@@ -185,7 +185,6 @@ def request(
     ctx: int = 2,
 ) -> Outcome:
     host.local = None
-    runtime.on_context_create(ctx)
     req_headers = [
         (":method", method),
         (":scheme", "http"),
@@ -215,7 +214,6 @@ def request(
     )
     if client is None:
         return _local(runtime, host, ctx, up)
-    runtime.on_done(ctx)
     runtime.on_delete(ctx)
     return Outcome(up, client, False, host.logs, host.state)
 

@@ -194,9 +194,7 @@ def test_runtime_bug_fails_closed_not_into_envoy(monkeypatch):
     runtime, _ = configure(
         host, FILTERS, {"filters": [{"filter": "add-headers", "config": {"request": {"x": "1"}}}]}
     )
-    monkeypatch.setattr(
-        host, "get_header_map_pairs", lambda map_type: (_ for _ in ()).throw(OSError("host broke"))
-    )
+    monkeypatch.setattr(host, "get_headers", lambda map_type: (_ for _ in ()).throw(OSError("host broke")))
     outcome = request(runtime, host)
     assert outcome.local_reply and outcome.client.status == 500
     assert any("in-proxy runtime error: OSError: host broke" in m for _, m in host.logs)

@@ -85,8 +85,10 @@ static PyObject *host_log(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* Decode the proxy-wasm pairs format: u32 n, n*(u32 klen, u32 vlen), then "k\0v\0" each. */
-static PyObject *decode_pairs(const char *buf, size_t size) {
+/* Decode the proxy-wasm pairs format: u32 n, n*(u32 klen, u32 vlen), then "k\0v\0" each, into
+ * [(bytes, bytes)], or with `text` into [(str, str)] decoded as latin-1 (lossless, and what the
+ * SDK's Headers hold: decoding here saves the runtime a Python loop per header). */
+static PyObject *decode_pairs(const char *buf, size_t size, int text) {
     PyObject *out = PyList_New(0);
     if (out == NULL || buf == NULL || size < 4) return out;
     uint32_t n;
@@ -98,7 +100,16 @@ static PyObject *decode_pairs(const char *buf, size_t size) {
         memcpy(&kl, lens + 8 * i, 4);
         memcpy(&vl, lens + 8 * i + 4, 4);
         if (data + kl + vl + 2 > buf + size) break;
-        PyObject *item = Py_BuildValue("(y#y#)", data, (Py_ssize_t)kl, data + kl + 1, (Py_ssize_t)vl);
+        PyObject *item = NULL;
+        if (text) {
+            PyObject *k = PyUnicode_DecodeLatin1(data, (Py_ssize_t)kl, NULL);
+            PyObject *v = k ? PyUnicode_DecodeLatin1(data + kl + 1, (Py_ssize_t)vl, NULL) : NULL;
+            if (v != NULL) item = PyTuple_Pack(2, k, v);
+            Py_XDECREF(k);
+            Py_XDECREF(v);
+        } else {
+            item = Py_BuildValue("(y#y#)", data, (Py_ssize_t)kl, data + kl + 1, (Py_ssize_t)vl);
+        }
         if (item == NULL || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);
             Py_DECREF(out);
@@ -116,7 +127,18 @@ static PyObject *host_get_header_map_pairs(PyObject *self, PyObject *args) {
     char *ptr = NULL;
     size_t size = 0;
     if (proxy_get_header_map_pairs(type, &ptr, &size) != 0) return PyList_New(0);
-    PyObject *out = decode_pairs(ptr, size);
+    PyObject *out = decode_pairs(ptr, size, 0);
+    free(ptr);
+    return out;
+}
+
+static PyObject *host_get_headers(PyObject *self, PyObject *arg) {
+    long type = PyLong_AsLong(arg);
+    if (type == -1 && PyErr_Occurred()) return NULL;
+    char *ptr = NULL;
+    size_t size = 0;
+    if (proxy_get_header_map_pairs((int32_t)type, &ptr, &size) != 0) return PyList_New(0);
+    PyObject *out = decode_pairs(ptr, size, 1);
     free(ptr);
     return out;
 }
@@ -299,9 +321,30 @@ static PyObject *host_get_configuration(PyObject *self, PyObject *noargs) {
     return out;
 }
 
+/* Per-request callbacks the runtime can act on (bits as envoykit.inproxy._abi.Callback); the
+ * others are answered with Continue here, without entering Python. All until configured. */
+enum {
+    CB_REQUEST_HEADERS = 1,
+    CB_REQUEST_BODY = 2,
+    CB_REQUEST_TRAILERS = 4,
+    CB_RESPONSE_HEADERS = 8,
+    CB_RESPONSE_BODY = 16,
+    CB_RESPONSE_TRAILERS = 32,
+};
+static int32_t wanted_callbacks = 63;
+
+static PyObject *host_set_callbacks(PyObject *self, PyObject *arg) {
+    long mask = PyLong_AsLong(arg);
+    if (mask == -1 && PyErr_Occurred()) return NULL;
+    wanted_callbacks = (int32_t)mask;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef host_methods[] = {
     {"log", host_log, METH_VARARGS, "log(level, msg): proxy_log (0 trace .. 4 error, 5 critical)."},
-    {"get_header_map_pairs", host_get_header_map_pairs, METH_VARARGS, "Header map as [(name, value)]."},
+    {"get_header_map_pairs", host_get_header_map_pairs, METH_VARARGS, "Header map as [(name, value)] bytes."},
+    {"get_headers", host_get_headers, METH_O, "get_headers(map_type): header map as [(name, value)] latin-1 text."},
+    {"set_callbacks", host_set_callbacks, METH_O, "set_callbacks(mask): per-request callbacks to forward."},
     {"replace_header", host_replace_header, METH_VARARGS, "replace_header(map_type, name, value)."},
     {"add_header", host_add_header, METH_VARARGS, "add_header(map_type, name, value)."},
     {"remove_header", host_remove_header, METH_VARARGS, "remove_header(map_type, name)."},
@@ -329,6 +372,7 @@ static PyObject *PyInit__envoykit_host(void) { return PyModule_Create(&host_modu
 /* ---- interpreter lifecycle ----------------------------------------------------------- */
 extern const struct _frozen envoykit_frozen_modules[];
 static PyObject *entry = NULL; /* the imported envoykit_inproxy_main */
+static void load_entry_functions(void);
 
 static void log_str(int level, const char *msg) { proxy_log(level, msg, strlen(msg)); }
 
@@ -370,26 +414,98 @@ static int start_python(void) {
         PyErr_Print();
         return 0;
     }
+    load_entry_functions();
     log_str(1, "envoykit: Python ready");
     return 1;
 }
 
-/* Call entry.<name>(*args) and return it as an int: `dflt` if the function is absent or returns
- * None, `on_error` if it raises (the traceback goes to Envoy's log via stderr). */
-static int32_t call_entry(const char *name, int32_t dflt, int32_t on_error, const char *fmt, ...) {
-    if (entry == NULL) return dflt;
-    PyObject *fn = PyObject_GetAttrString(entry, name);
-    if (fn == NULL) {
-        PyErr_Clear();
-        return dflt;
+/* The entry's functions, looked up once after import (NULL: absent, the callback's default). */
+enum {
+    FN_ON_CONFIGURE,
+    FN_ON_REQUEST_HEADERS,
+    FN_ON_REQUEST_BODY,
+    FN_ON_REQUEST_TRAILERS,
+    FN_ON_RESPONSE_HEADERS,
+    FN_ON_RESPONSE_BODY,
+    FN_ON_RESPONSE_TRAILERS,
+    FN_ON_DELETE,
+    FN_COUNT,
+};
+static const char *const fn_names[FN_COUNT] = {
+    "on_configure",        "on_request_headers",  "on_request_body", "on_request_trailers",
+    "on_response_headers", "on_response_body",    "on_response_trailers", "on_delete",
+};
+static PyObject *fns[FN_COUNT];
+
+static void load_entry_functions(void) {
+    for (int i = 0; i < FN_COUNT; i++) {
+        fns[i] = PyObject_GetAttrString(entry, fn_names[i]);
+        if (fns[i] == NULL) PyErr_Clear();
     }
+}
+
+/* Contexts Python has seen (and so may hold state for): proxy_on_delete reaches Python only for
+ * these. Open addressing over context ids (> 0); 0 = empty, -1 = deleted. `held_used` counts
+ * live and deleted slots; past half full the table is rebuilt at 4x the live count. */
+static int32_t *held = NULL;
+static uint32_t held_cap = 0, held_used = 0, held_live = 0;
+
+static uint32_t held_slot(int32_t id) { return ((uint32_t)id * 2654435761u) & (held_cap - 1); }
+
+static void held_insert(int32_t id) {
+    uint32_t i = held_slot(id), free_slot = UINT32_MAX;
+    for (; held[i] != 0; i = (i + 1) & (held_cap - 1)) {
+        if (held[i] == id) return;
+        if (held[i] == -1 && free_slot == UINT32_MAX) free_slot = i;
+    }
+    if (free_slot == UINT32_MAX) {
+        free_slot = i;
+        held_used++;
+    }
+    held[free_slot] = id;
+    held_live++;
+}
+
+static void held_add(int32_t id) {
+    if ((held_used + 1) * 2 > held_cap) {
+        uint32_t old_cap = held_cap;
+        int32_t *old = held;
+        uint32_t cap = 64;
+        while (cap < (held_live + 1) * 4) cap *= 2;
+        held = calloc(cap, sizeof(int32_t));
+        if (held == NULL) abort();
+        held_cap = cap;
+        held_used = held_live = 0;
+        for (uint32_t i = 0; i < old_cap; i++)
+            if (old[i] > 0) held_insert(old[i]);
+        free(old);
+    }
+    held_insert(id);
+}
+
+static int held_remove(int32_t id) {
+    if (held_cap == 0) return 0;
+    for (uint32_t i = held_slot(id); held[i] != 0; i = (i + 1) & (held_cap - 1)) {
+        if (held[i] == id) {
+            held[i] = -1;
+            held_live--;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Call fns[fn](*args) and return it as an int: `dflt` if the function is absent or returns
+ * None, `on_error` if it raises (the traceback goes to Envoy's log via stderr). */
+static int32_t call_fn(int fn, int32_t dflt, int32_t on_error, const char *fmt, ...) {
+    PyObject *callable = fns[fn];
+    if (callable == NULL) return dflt;
     va_list va;
     va_start(va, fmt);
     PyObject *args = Py_VaBuildValue(fmt, va);
     va_end(va);
-    PyObject *res = args ? PyObject_CallObject(fn, args) : NULL;
+    PyObject *res = args ? PyObject_CallObject(callable, args) : NULL;
     Py_XDECREF(args);
-    Py_DECREF(fn);
     int32_t out = dflt;
     if (res == NULL) {
         PyErr_Print();
@@ -409,6 +525,16 @@ static int32_t call_entry(const char *name, int32_t dflt, int32_t on_error, cons
     return out;
 }
 
+/* A per-request callback: Continue (0) unless the runtime wants it; then Python, which may
+ * keep state for the context until proxy_on_delete. */
+static int32_t per_request(int fn, int32_t bit, int32_t on_error, int32_t context_id, int32_t a, int32_t b,
+                           int nargs) {
+    if (!(wanted_callbacks & bit) || fns[fn] == NULL) return 0;
+    held_add(context_id);
+    return nargs == 3 ? call_fn(fn, 0, on_error, "(iii)", context_id, a, b)
+                      : call_fn(fn, 0, on_error, "(ii)", context_id, a);
+}
+
 /* ---- proxy-wasm callbacks ------------------------------------------------------------ */
 EXPORT(proxy_on_vm_start) int32_t proxy_on_vm_start(int32_t root_id, int32_t vm_config_size) {
     return start_python();
@@ -419,19 +545,19 @@ EXPORT(proxy_on_configure) int32_t proxy_on_configure(int32_t root_id, int32_t c
     plugin_config_size = config_size;
     PyObject *cfg = host_get_configuration(NULL, NULL);
     if (cfg == NULL) return 0;
-    int32_t ok = call_entry("on_configure", 1, 0, "(O)", cfg);
+    int32_t ok = call_fn(FN_ON_CONFIGURE, 1, 0, "(O)", cfg);
     Py_DECREF(cfg);
     return ok != 0;
 }
 
-EXPORT(proxy_on_context_create) void proxy_on_context_create(int32_t context_id, int32_t parent_id) {
-    call_entry("on_context_create", 0, 0, "(ii)", context_id, parent_id);
-}
+/* Contexts are made by the runtime on their first forwarded callback; nothing to do here. */
+EXPORT(proxy_on_context_create) void proxy_on_context_create(int32_t context_id, int32_t parent_id) {}
 
 EXPORT(proxy_on_request_headers)
 int32_t proxy_on_request_headers(int32_t context_id, int32_t num_headers, int32_t end_of_stream) {
     /* A filter that raises fails closed: 500 and stop, never a silent pass-through. */
-    int32_t action = call_entry("on_request_headers", 0, -1, "(iii)", context_id, num_headers, end_of_stream);
+    int32_t action =
+        per_request(FN_ON_REQUEST_HEADERS, CB_REQUEST_HEADERS, -1, context_id, num_headers, end_of_stream, 3);
     if (action == -1) {
         static const char body[] = "envoykit: filter error\n";
         static const char details[] = "envoykit_filter_error";
@@ -443,29 +569,31 @@ int32_t proxy_on_request_headers(int32_t context_id, int32_t num_headers, int32_
 
 EXPORT(proxy_on_response_headers)
 int32_t proxy_on_response_headers(int32_t context_id, int32_t num_headers, int32_t end_of_stream) {
-    return call_entry("on_response_headers", 0, 0, "(iii)", context_id, num_headers, end_of_stream);
+    return per_request(FN_ON_RESPONSE_HEADERS, CB_RESPONSE_HEADERS, 0, context_id, num_headers, end_of_stream, 3);
 }
 
 EXPORT(proxy_on_request_body)
 int32_t proxy_on_request_body(int32_t context_id, int32_t body_size, int32_t end_of_stream) {
-    return call_entry("on_request_body", 0, 0, "(iii)", context_id, body_size, end_of_stream);
+    return per_request(FN_ON_REQUEST_BODY, CB_REQUEST_BODY, 0, context_id, body_size, end_of_stream, 3);
 }
 
 EXPORT(proxy_on_request_trailers) int32_t proxy_on_request_trailers(int32_t context_id, int32_t num_trailers) {
-    return call_entry("on_request_trailers", 0, 0, "(ii)", context_id, num_trailers);
+    return per_request(FN_ON_REQUEST_TRAILERS, CB_REQUEST_TRAILERS, 0, context_id, num_trailers, 0, 2);
 }
 
 EXPORT(proxy_on_response_body)
 int32_t proxy_on_response_body(int32_t context_id, int32_t body_size, int32_t end_of_stream) {
-    return call_entry("on_response_body", 0, 0, "(iii)", context_id, body_size, end_of_stream);
+    return per_request(FN_ON_RESPONSE_BODY, CB_RESPONSE_BODY, 0, context_id, body_size, end_of_stream, 3);
 }
 
 EXPORT(proxy_on_response_trailers) int32_t proxy_on_response_trailers(int32_t context_id, int32_t num_trailers) {
-    return call_entry("on_response_trailers", 0, 0, "(ii)", context_id, num_trailers);
+    return per_request(FN_ON_RESPONSE_TRAILERS, CB_RESPONSE_TRAILERS, 0, context_id, num_trailers, 0, 2);
 }
 
-EXPORT(proxy_on_done) int32_t proxy_on_done(int32_t context_id) { return call_entry("on_done", 1, 1, "(i)", context_id); }
+EXPORT(proxy_on_done) int32_t proxy_on_done(int32_t context_id) { return 1; }
 
-EXPORT(proxy_on_log) void proxy_on_log(int32_t context_id) { call_entry("on_log", 0, 0, "(i)", context_id); }
+EXPORT(proxy_on_log) void proxy_on_log(int32_t context_id) {}
 
-EXPORT(proxy_on_delete) void proxy_on_delete(int32_t context_id) { call_entry("on_delete", 0, 0, "(i)", context_id); }
+EXPORT(proxy_on_delete) void proxy_on_delete(int32_t context_id) {
+    if (held_remove(context_id)) call_fn(FN_ON_DELETE, 0, 0, "(i)", context_id);
+}

@@ -13,6 +13,7 @@ from typing import Protocol
 __all__ = [
     "Host",
     "HeaderMap",
+    "Callback",
     "BufferType",
     "HeadersStatus",
     "DataStatus",
@@ -51,6 +52,18 @@ class TrailersStatus:
     STOP_ITERATION = 1
 
 
+class Callback:
+    """Bits of the per-request callback mask the runtime hands the shim (``set_callbacks``)."""
+
+    REQUEST_HEADERS = 1
+    REQUEST_BODY = 2
+    REQUEST_TRAILERS = 4
+    RESPONSE_HEADERS = 8
+    RESPONSE_BODY = 16
+    RESPONSE_TRAILERS = 32
+    ALL = 63
+
+
 class LogLevel:
     TRACE = 0
     DEBUG = 1
@@ -68,7 +81,9 @@ class Host(Protocol):
 
     def log(self, level: int, message: str) -> None: ...
 
-    def get_header_map_pairs(self, map_type: int) -> Pairs: ...
+    def get_headers(self, map_type: int) -> list[tuple[str, str]]:
+        """The header map as ``(name, value)`` text, each byte decoded as latin-1 (lossless)."""
+        ...
 
     def replace_header(self, map_type: int, name: bytes, value: bytes) -> None: ...
 

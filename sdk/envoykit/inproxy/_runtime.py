@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .._attributes import Attributes, TlsInfo
@@ -31,7 +31,7 @@ from .._headers import Headers
 from .._messages import Response
 from .._metrics import MetricKind
 from .._phases import BodyMode, Phase
-from ._abi import BufferType, DataStatus, HeaderMap, HeadersStatus, Host, LogLevel, TrailersStatus
+from ._abi import BufferType, Callback, DataStatus, HeaderMap, HeadersStatus, Host, LogLevel, TrailersStatus
 
 __all__ = ["InProxyRuntime", "PLACEMENT"]
 
@@ -76,14 +76,18 @@ _RESPONSE = _Direction(
 )
 
 
-@dataclass
 class _Context:
-    stream: Stream
-    replied: bool = False
-    #: Bytes Envoy has buffered for us so far, per direction (buffered body mode).
-    buffered: dict[int, int] = field(default_factory=dict)
-    #: Directions whose body hooks already ran (e.g. at trailers time).
-    body_done: set[int] = field(default_factory=set)
+    """One request's state in this VM (plain slots: made once per request on the hot path)."""
+
+    __slots__ = ("body_done", "buffered", "replied", "stream")
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.replied = False
+        #: Bytes Envoy has buffered for us so far, per direction (buffered body mode).
+        self.buffered: dict[int, int] = {}
+        #: Directions whose body hooks already ran (e.g. at trailers time).
+        self.body_done: set[int] = set()
 
 
 class _EnvoyMetrics:
@@ -207,22 +211,36 @@ class InProxyRuntime:
             raise ConfigError(str(exc), field=where) from None
 
     # -- per request -----------------------------------------------------------------------------
-    def on_context_create(self, context_id: int) -> None:
-        if self.chain is not None:
-            # Properties cost a host round trip each: fetch them only if a filter reads one.
-            attributes = typing.cast(Attributes, _LazyAttributes(self._attributes))
-            self._contexts[context_id] = _Context(self.chain.stream(attributes))
+    def callbacks(self) -> int:
+        """Which per-request callbacks can change anything for this chain, as a ``Callback`` mask.
 
-    def on_done(self, context_id: int) -> bool:
-        return True
+        The shim returns ``Continue`` for the others without entering Python: a callback this
+        runtime would answer with ``Continue`` and no side effect costs nothing inside Envoy.
+        """
+        chain = self.chain
+        if chain is None or not chain.filters:
+            return 0
+        needs = chain.needs
+        wanted = Callback.REQUEST_HEADERS  # always: response hooks see the request's headers
+        if needs.request_body is not BodyMode.NONE:
+            wanted |= Callback.REQUEST_BODY | Callback.REQUEST_TRAILERS  # trailers end a buffered body
+        if needs.wants(Phase.REQUEST_TRAILERS):
+            wanted |= Callback.REQUEST_TRAILERS
+        if needs.response_body is not BodyMode.NONE:
+            wanted |= Callback.RESPONSE_HEADERS | Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS
+        if needs.wants(Phase.RESPONSE_HEADERS):
+            wanted |= Callback.RESPONSE_HEADERS
+        if needs.wants(Phase.RESPONSE_TRAILERS):
+            wanted |= Callback.RESPONSE_HEADERS | Callback.RESPONSE_TRAILERS
+        return wanted
 
     def on_delete(self, context_id: int) -> None:
         self._contexts.pop(context_id, None)
 
-    def on_request_headers(self, context_id: int, num_headers: int, end_of_stream: bool) -> int:
+    def on_request_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int:
         return self._guard(context_id, HeadersStatus.STOP_ITERATION, self._headers, _REQUEST, end_of_stream)
 
-    def on_request_body(self, context_id: int, body_size: int, end_of_stream: bool) -> int:
+    def on_request_body(self, context_id: int, body_size: int, end_of_stream: int) -> int:
         return self._guard(
             context_id, DataStatus.STOP_ITERATION_AND_BUFFER, self._body, _REQUEST, body_size, end_of_stream
         )
@@ -230,10 +248,10 @@ class InProxyRuntime:
     def on_request_trailers(self, context_id: int, num_trailers: int) -> int:
         return self._guard(context_id, TrailersStatus.STOP_ITERATION, self._trailers, _REQUEST)
 
-    def on_response_headers(self, context_id: int, num_headers: int, end_of_stream: bool) -> int:
+    def on_response_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int:
         return self._guard(context_id, HeadersStatus.STOP_ITERATION, self._headers, _RESPONSE, end_of_stream)
 
-    def on_response_body(self, context_id: int, body_size: int, end_of_stream: bool) -> int:
+    def on_response_body(self, context_id: int, body_size: int, end_of_stream: int) -> int:
         return self._guard(
             context_id, DataStatus.STOP_ITERATION_AND_BUFFER, self._body, _RESPONSE, body_size, end_of_stream
         )
@@ -243,10 +261,20 @@ class InProxyRuntime:
 
     # -- engine --------------------------------------------------------------------------------
     def _guard(self, context_id: int, stop: int, step: Callable[..., int], *args: Any) -> int:
-        """Run one callback; a runtime bug fails closed (500) or open, never into Envoy."""
+        """Run one callback; a runtime bug fails closed (500) or open, never into Envoy.
+
+        A request's context is made on its first callback that reaches Python (the shim skips
+        ``proxy_on_context_create``: most requests of a header-only chain need two calls, not five).
+        """
         ctx = self._contexts.get(context_id)
-        if ctx is None or ctx.replied:
-            return 0  # not configured, or Envoy running our own local reply through us: pass
+        if ctx is None:
+            if self.chain is None:
+                return 0  # not configured: pass
+            # Properties cost a host round trip each: fetch them only if a filter reads one.
+            attributes = typing.cast(Attributes, _LazyAttributes(self._attributes))
+            ctx = self._contexts[context_id] = _Context(self.chain.stream(attributes))
+        elif ctx.replied:
+            return 0  # Envoy running our own local reply through us: pass
         try:
             return step(ctx, *args)
         except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
@@ -257,8 +285,9 @@ class InProxyRuntime:
             self.host.send_local_response(500, "envoykit_runtime_error", _ERROR_BODY, [], -1)
             return stop
 
-    def _headers(self, ctx: _Context, direction: _Direction, end_of_stream: bool) -> int:
-        headers = self._read_headers(direction.headers_map)
+    def _headers(self, ctx: _Context, direction: _Direction, end_of_stream: int) -> int:
+        end_of_stream = bool(end_of_stream)  # the shim passes Envoy's 0/1 through
+        headers = Headers._trusted(self.host.get_headers(direction.headers_map))
         reply = drive_sync(direction.start_headers(ctx.stream, headers, end_of_stream), PLACEMENT)
         if reply is not None:
             return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
@@ -273,7 +302,8 @@ class InProxyRuntime:
             return HeadersStatus.STOP_ITERATION  # hold headers so the body can fix content-length
         return HeadersStatus.CONTINUE
 
-    def _body(self, ctx: _Context, direction: _Direction, size: int, end_of_stream: bool) -> int:
+    def _body(self, ctx: _Context, direction: _Direction, size: int, end_of_stream: int) -> int:
+        end_of_stream = bool(end_of_stream)
         mode = direction.body_mode(ctx.stream.chain)
         if mode is BodyMode.NONE or direction.body_buffer in ctx.body_done:
             return DataStatus.CONTINUE
@@ -307,7 +337,7 @@ class InProxyRuntime:
                 return TrailersStatus.STOP_ITERATION
         if not ctx.stream.chain.needs.wants(direction.trailer_phase):
             return TrailersStatus.CONTINUE
-        trailers = self._read_headers(direction.trailers_map)
+        trailers = Headers._trusted(self.host.get_headers(direction.trailers_map))
         reply = drive_sync(direction.trailers(ctx.stream, trailers), PLACEMENT)
         if reply is not None:
             return self._send(ctx, reply, TrailersStatus.STOP_ITERATION)
@@ -316,11 +346,9 @@ class InProxyRuntime:
         return TrailersStatus.CONTINUE
 
     # -- host plumbing ---------------------------------------------------------------------------
-    def _read_headers(self, map_type: int) -> Headers:
-        pairs = self.host.get_header_map_pairs(map_type)
-        return Headers._trusted([(k.decode("latin-1"), v.decode("latin-1")) for k, v in pairs])
-
     def _write_headers(self, map_type: int, headers: Headers) -> None:
+        if not headers._touched:
+            return  # the common case: nothing changed, no host call
         for name, values in header_changes(headers):
             key = name.encode("latin-1")
             if not values:
@@ -347,6 +375,8 @@ class InProxyRuntime:
         return stop
 
     def _emit_metadata(self, ctx: _Context) -> None:
+        if not ctx.stream.metadata._dirty:
+            return
         for namespace, values in ctx.stream.metadata.take_changes().items():
             # Envoy keeps what a Wasm filter sets as filter state: %FILTER_STATE(wasm.<ns>)%.
             self.host.set_property([namespace], json.dumps(values, separators=(",", ":")).encode())

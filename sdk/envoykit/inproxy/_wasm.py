@@ -9,10 +9,11 @@ a fake native module.
 from __future__ import annotations
 
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._filter import HttpFilter
+from ._abi import Callback
 from ._runtime import InProxyRuntime
 
 __all__ = ["ShimHost", "bind", "filters_in"]
@@ -21,16 +22,15 @@ __all__ = ["ShimHost", "bind", "filters_in"]
 class ShimHost:
     """``Host`` over the shim's native module (its calls take bytes and NUL-joined paths)."""
 
-    __slots__ = ("_native",)
+    __slots__ = ("_native", "get_headers")
 
     def __init__(self, native: Any) -> None:
         self._native = native
+        # Hot path: the native function itself, no Python frame in between.
+        self.get_headers: Callable[[int], list[tuple[str, str]]] = native.get_headers
 
     def log(self, level: int, message: str) -> None:
         self._native.log(level, message)
-
-    def get_header_map_pairs(self, map_type: int) -> Sequence[tuple[bytes, bytes]]:
-        return self._native.get_header_map_pairs(map_type)  # type: ignore[no-any-return]
 
     def replace_header(self, map_type: int, name: bytes, value: bytes) -> None:
         self._native.replace_header(map_type, name, value)
@@ -77,37 +77,43 @@ class ShimHost:
 
 
 def filters_in(*modules: types.ModuleType) -> dict[str, type[HttpFilter[Any, Any]]]:
-    """Filter classes defined in ``modules``, by their ``name`` (what plugin configs refer to)."""
+    """Filter classes defined in ``modules`` (or, for a package, its submodules), by ``name``
+    (what plugin configs refer to). Classes a module merely imports from elsewhere are skipped."""
     found: dict[str, type[HttpFilter[Any, Any]]] = {}
     for module in modules:
+        home = module.__name__
         for value in vars(module).values():
             if (
                 isinstance(value, type)
                 and issubclass(value, HttpFilter)
-                and value.__module__ == module.__name__
+                and (value.__module__ == home or value.__module__.startswith(home + "."))
             ):
                 found[value.name] = value
     return found
 
 
 def bind(native: Any, *modules: types.ModuleType) -> dict[str, Any]:
-    """The entry functions the shim calls (and ``runtime``), bound to one runtime for this VM."""
+    """The entry functions the shim calls (and ``runtime``), bound to one runtime for this VM.
+
+    The shim looks these up once. Callbacks missing here are answered in C without entering
+    Python (``proxy_on_context_create``, ``proxy_on_done``, ``proxy_on_log``), and after
+    configuration the shim only forwards the per-request callbacks the chain can act on.
+    """
     runtime = InProxyRuntime(ShimHost(native), filters_in(*modules))
 
-    def on_context_create(context_id: int, parent_id: int) -> None:
-        if parent_id:  # 0 = the root context; a request context has its root as parent
-            runtime.on_context_create(context_id)
+    def on_configure(configuration: bytes) -> bool:
+        ok = runtime.on_configure(configuration)
+        native.set_callbacks(runtime.callbacks() if ok else Callback.ALL)
+        return ok
 
     return {
         "runtime": runtime,
-        "on_configure": runtime.on_configure,
-        "on_context_create": on_context_create,
-        "on_request_headers": lambda c, n, eos: runtime.on_request_headers(c, n, bool(eos)),
-        "on_request_body": lambda c, size, eos: runtime.on_request_body(c, size, bool(eos)),
+        "on_configure": on_configure,
+        "on_request_headers": runtime.on_request_headers,
+        "on_request_body": runtime.on_request_body,
         "on_request_trailers": runtime.on_request_trailers,
-        "on_response_headers": lambda c, n, eos: runtime.on_response_headers(c, n, bool(eos)),
-        "on_response_body": lambda c, size, eos: runtime.on_response_body(c, size, bool(eos)),
+        "on_response_headers": runtime.on_response_headers,
+        "on_response_body": runtime.on_response_body,
         "on_response_trailers": runtime.on_response_trailers,
-        "on_done": lambda c: int(runtime.on_done(c)),
         "on_delete": runtime.on_delete,
     }

@@ -81,10 +81,10 @@ def build_filter_wasm(
         raise WasmBuildError(f"{filter_module}: rename the file: {name!r} is not a free module name")
     entry_source = (
         "import _envoykit_host\n"
-        "import envoykit_filters.basic\n"
+        "import envoykit_filters\n"
         f"import {name}\n"
         "from envoykit.inproxy._wasm import bind\n"
-        f"globals().update(bind(_envoykit_host, envoykit_filters.basic, {name}))\n"
+        f"globals().update(bind(_envoykit_host, envoykit_filters, {name}))\n"
     )
     progress("[2/3] CPython for wasm32-wasi (downloaded and verified once per machine)...")
     sdk = fetch_python_sdk()
