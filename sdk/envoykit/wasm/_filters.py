@@ -56,6 +56,11 @@ def frozen_sources(user_module: Path | None = None) -> dict[str, Path]:
     return sources
 
 
+def _library_modules() -> list[str]:
+    """Every public module of the filter library: each one's filter classes can be configured."""
+    return [f"envoykit_filters.{p.stem}" for p in sorted(_LIBRARY.glob("*.py")) if not p.stem.startswith("_")]
+
+
 def build_filter_wasm(
     filter_module: Path,
     out: Path,
@@ -79,12 +84,12 @@ def build_filter_wasm(
     name = filter_module.stem
     if not name.isidentifier() or name in frozen_sources():
         raise WasmBuildError(f"{filter_module}: rename the file: {name!r} is not a free module name")
+    modules = [*_library_modules(), name]
     entry_source = (
         "import _envoykit_host\n"
-        "import envoykit_filters.basic\n"
-        f"import {name}\n"
-        "from envoykit.inproxy._wasm import bind\n"
-        f"globals().update(bind(_envoykit_host, envoykit_filters.basic, {name}))\n"
+        + "".join(f"import {module}\n" for module in modules)
+        + "from envoykit.inproxy._wasm import bind\n"
+        + f"globals().update(bind(_envoykit_host, {', '.join(modules)}))\n"
     )
     progress("[2/3] CPython for wasm32-wasi (downloaded and verified once per machine)...")
     sdk = fetch_python_sdk()
