@@ -23,7 +23,7 @@ class WafLogConfig(FilterConfig):
     headers: tuple[str, ...] = ("x-forwarded-for", "x-real-ip", "x-request-id")
     #: Request headers to capture by name prefix.
     prefixes: tuple[str, ...] = ("x-waf-",)
-    #: Captured headers whose value is replaced by ``redacted_value``.
+    #: Captured headers whose value is replaced by ``redacted_value`` (never truncated).
     redact: tuple[str, ...] = ("authorization", "proxy-authorization", "cookie", "set-cookie")
     redacted_value: str = "[redacted]"
     #: At most this many headers are captured per request (the rest are counted as dropped).
@@ -89,7 +89,10 @@ class WafLog(HttpFilter[WafLogConfig, NoState]):
             if len(captured) == c.max_headers:
                 dropped += 1
                 continue
-            value = c.redacted_value if name in self._redact else ", ".join(parts)
+            if name in self._redact:
+                captured[name] = c.redacted_value
+                continue
+            value = ", ".join(parts)
             if len(value) > c.max_value_length:
                 value = value[: c.max_value_length] + c.truncation_marker
                 truncated += 1

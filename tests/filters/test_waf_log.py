@@ -89,6 +89,11 @@ def test_long_values_are_truncated_with_a_marker_and_counted():
     assert h.metric("envoykit.waf_log.truncated") == 4
 
 
+def test_redacted_values_are_never_truncated():
+    _, result = run({"headers": ["authorization"], "max_value_length": 2})
+    assert result.metadata[NS]["headers"]["authorization"] == "[redacted]"
+
+
 def test_default_truncation_marker():
     _, result = run({"headers": [], "prefixes": ["x-waf-"]}, [("x-waf-sig", "a" * 300)])
     assert result.metadata[NS]["headers"]["x-waf-sig"] == "a" * 256 + "...[truncated]"
