@@ -6,5 +6,7 @@ every placement (sidecar, Wasm, component). They register short names under the
 """
 
 from .basic import AddHeaders, DenyPaths, NoOp
+from .security_headers import SecurityHeaders
+from .waf_log import WafLog
 
-__all__ = ["AddHeaders", "DenyPaths", "NoOp"]
+__all__ = ["AddHeaders", "DenyPaths", "NoOp", "SecurityHeaders", "WafLog"]

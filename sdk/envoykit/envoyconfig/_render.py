@@ -50,6 +50,10 @@ def render_bootstrap(
     addresses they actually bound): ``sidecar`` is ``host:port`` or ``unix:/path``,
     ``upstreams`` maps an upstream name to an ``http://host:port`` URL. ``in_proxy`` filters
     (e.g. ``wasm_filter(...)``) run first, before the sidecar's ext_proc filter.
+
+    A filter instance with a true ``manages_server_header`` attribute (``security-headers``
+    removing or setting ``server``) switches the listener to ``server_header_transformation:
+    PASS_THROUGH``: otherwise Envoy writes ``server: envoy`` after every filter has run.
     """
     config = gateway.config
     used = _used_chains(config, gateway.chains)
@@ -89,6 +93,8 @@ def render_bootstrap(
     )
     routes = [_route(i, r, config, gateway.chains, bool(used)) for i, r in enumerate(config.routes)]
     log_path = access_log if access_log is not None else config.access_log
+    in_proxy_chain = gateway.chains[config.in_proxy.chain] if config.in_proxy is not None else None
+    running = [*used.values(), *([in_proxy_chain] if in_proxy_chain is not None else [])]
     listener = fragment(
         "listener",
         name=LISTENER_NAME,
@@ -96,7 +102,10 @@ def render_bootstrap(
         port=config.listener.port if listener_port is None else listener_port,
         routes=routes,
         http_filters=filters,
-        access_log=[_access_log(log_path, used)] if log_path else [],
+        access_log=[_access_log(log_path, used, in_proxy_chain)] if log_path else [],
+        server_header_transformation="PASS_THROUGH"
+        if any(getattr(f, "manages_server_header", False) for chain in running for f in chain.filters)
+        else "OVERWRITE",
     )
     return dict(
         fragment(
@@ -199,7 +208,7 @@ def _upstream_cluster(name: str, spec: UpstreamSpec) -> Any:
     )
 
 
-def _access_log(path: str, chains: Mapping[str, Chain]) -> Any:
+def _access_log(path: str, chains: Mapping[str, Chain], in_proxy: Chain | None = None) -> Any:
     fields: dict[str, str] = {
         "time": "%START_TIME%",
         "method": "%REQ(:METHOD)%",
@@ -212,4 +221,8 @@ def _access_log(path: str, chains: Mapping[str, Chain]) -> Any:
     }
     for ns in sorted({f.metadata_namespace for chain in chains.values() for f in chain.filters}):
         fields[ns] = f"%DYNAMIC_METADATA({ns})%"
+    # In-proxy filters' metadata is Wasm filter state: PLAIN prints the JSON text (the default
+    # would print a base64 BytesValue). Under `wasm.<ns>` if a sidecar chain uses `<ns>` too.
+    for ns in sorted({f.metadata_namespace for f in (in_proxy.filters if in_proxy else ())}):
+        fields[f"wasm.{ns}" if ns in fields else ns] = f"%FILTER_STATE(wasm.{ns}:PLAIN)%"
     return fragment("json_access_log", path="/dev/stdout" if path == "-" else path, fields=fields)

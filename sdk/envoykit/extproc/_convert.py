@@ -2,8 +2,9 @@
 
 The rules here are the ones Envoy enforces, learned the hard way: header values travel in
 ``raw_value`` only (setting ``value`` too makes Envoy answer 500), a replaced header is one
-OVERWRITE followed by APPENDs for its further values, and ``mode_override`` is derived from the
-chain's declared needs, the same derivation the generated Envoy config uses.
+OVERWRITE followed by APPENDs for its further values (with the ``append`` flag, which is what
+Envoy reads), and ``mode_override`` is derived from the chain's declared needs, the same
+derivation the generated Envoy config uses.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def headers_in(header_map: Any) -> Headers:
 def add_header(mutation: Any, name: str, value: str, append: bool = False) -> None:
     """Append one ``HeaderValueOption`` to ``mutation``, the value as ``raw_value`` only."""
     option = mutation.set_headers.add(append_action=_APPEND if append else _OVERWRITE)
+    if append:
+        # Envoy 1.40's ext_proc reads the deprecated `append` flag, not `append_action`: without
+        # it every further value overwrites the previous one (measured: only the last survives).
+        option.append.value = True
     header = option.header
     header.key = name
     header.raw_value = value.encode("latin-1")
