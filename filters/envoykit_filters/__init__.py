@@ -6,5 +6,6 @@ every placement (sidecar, Wasm, component). They register short names under the
 """
 
 from .basic import AddHeaders, DenyPaths, NoOp
+from .cors import Cors
 
-__all__ = ["AddHeaders", "DenyPaths", "NoOp"]
+__all__ = ["AddHeaders", "Cors", "DenyPaths", "NoOp"]
