@@ -79,12 +79,14 @@ def build_filter_wasm(
     name = filter_module.stem
     if not name.isidentifier() or name in frozen_sources():
         raise WasmBuildError(f"{filter_module}: rename the file: {name!r} is not a free module name")
+    # Every public library module, so each library filter can be named in the plugin config.
+    library = [m for m in frozen_sources() if m.startswith("envoykit_filters.") and "._" not in m]
+    modules = [*library, name]
     entry_source = (
         "import _envoykit_host\n"
-        "import envoykit_filters.basic\n"
-        f"import {name}\n"
-        "from envoykit.inproxy._wasm import bind\n"
-        f"globals().update(bind(_envoykit_host, envoykit_filters.basic, {name}))\n"
+        + "".join(f"import {module}\n" for module in modules)
+        + "from envoykit.inproxy._wasm import bind\n"
+        + f"globals().update(bind(_envoykit_host, {', '.join(modules)}))\n"
     )
     progress("[2/3] CPython for wasm32-wasi (downloaded and verified once per machine)...")
     sdk = fetch_python_sdk()
