@@ -206,14 +206,22 @@ def probes() -> list[Probe]:
 
 
 def observe(url: str, upstream: EchoUpstream, cases: list[Probe]) -> dict[str, tuple[Any, ...]]:
-    """Per probe: status, whether the upstream saw the request, and the CORS response headers
-    (``access-control-*`` and ``vary``) exactly as sent, in a stable order."""
+    """Per probe: status, whether the upstream saw the request, the CORS response headers
+    (``access-control-*`` and ``vary``) exactly as sent, and for an answer made at the gateway
+    every other header and the body too (an upstream's answer echoes ports and ids that differ)."""
     seen = {}
     for label, method, path, headers in cases:
         upstream.clear()
         response = raw_request(url + path, method, headers=headers)
+        reached = bool(upstream.received)
         cors = sorted((k, v) for k, v in response.headers if k.startswith("access-control-") or k == "vary")
-        seen[label] = (response.status, bool(upstream.received), cors)
+        rest = None
+        if not reached:
+            rest = (
+                sorted((k, v) for k, v in response.headers if k not in {"date", *dict(cors)}),
+                response.body,
+            )
+        seen[label] = (response.status, reached, cors, rest)
     return seen
 
 
@@ -221,10 +229,10 @@ def counts(seen: dict[str, tuple[Any, ...]]) -> dict[str, int]:
     """How many probes were answered at the gateway, and how many got an origin echoed back
     (not counting the upstream's own ``access-control-allow-origin: upstream``)."""
     return {
-        "local": sum(1 for _, reached, _ in seen.values() if not reached),
+        "local": sum(1 for _, reached, *_ in seen.values() if not reached),
         "echoed": sum(
             1
-            for *_, cors in seen.values()
+            for _, _, cors, _ in seen.values()
             if any(k == "access-control-allow-origin" and v != "upstream" for k, v in cors)
         ),
     }
