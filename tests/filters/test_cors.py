@@ -337,3 +337,27 @@ def test_bad_config_fails_at_load_naming_the_field(config: dict[str, Any], field
         Cors(config)
     message = str(info.value).replace("[", ".").replace("]", "")
     assert field in message and reason in str(info.value), str(info.value)
+
+
+# -- the docs page's examples run -------------------------------------------------------------
+
+
+def test_docs_examples_run() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    page = (Path(__file__).parents[2] / "docs" / "filters" / "cors.md").read_text()
+    (gateway,) = re.findall(r"```yaml\n(.*?)```", page, flags=re.S)
+    (spec,) = yaml.safe_load(gateway)["chains"]["default"]
+    assert spec["filter"] == "cors"
+    h = Harness(Cors, spec["config"])
+    assert h.request("GET", "/admin", headers={"origin": "https://evil.example.net"}).status == 403
+    public = h.request("GET", "/public/x", headers={"origin": "https://evil.example.net"})
+    assert cors_headers(public) == {
+        "access-control-allow-origin": "https://evil.example.net",  # any origin, no credentials
+        "access-control-expose-headers": "x-request-id",
+    }
+    (snippet,) = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    exec(compile(snippet, "docs/filters/cors.md", "exec"), {})
