@@ -6,7 +6,8 @@ every placement (sidecar, Wasm, component). They register short names under the
 """
 
 from .basic import AddHeaders, DenyPaths, NoOp
+from .cors import Cors
 from .security_headers import SecurityHeaders
 from .waf_log import WafLog
 
-__all__ = ["AddHeaders", "DenyPaths", "NoOp", "SecurityHeaders", "WafLog"]
+__all__ = ["AddHeaders", "Cors", "DenyPaths", "NoOp", "SecurityHeaders", "WafLog"]

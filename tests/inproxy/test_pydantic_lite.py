@@ -170,3 +170,24 @@ def test_unsupported_types_are_refused_when_the_class_is_defined():
 
     with pytest.raises(TypeError, match="not supported inside Envoy"):
         _pydantic_lite.Field(1, multiple_of=2)
+
+
+def test_subclass_inherits_field_defaults_and_constraints():
+    # A base's Field(...) must keep its default and bounds in subclasses (pydantic does).
+    class Policy(_pydantic_lite.BaseModel):
+        max_age: int | None = _pydantic_lite.Field(None, ge=0)
+        names: tuple[str, ...] = _pydantic_lite.Field(default=("a",), min_length=1)
+
+    class Route(Policy):
+        match: str
+
+    class Redefined(Policy):
+        max_age: int = 5
+
+    route = Route(match="/x")
+    assert route.max_age is None and route.names == ("a",)
+    with pytest.raises(_pydantic_lite.ValidationError, match="greater than or equal to 0"):
+        Route(match="/x", max_age=-1)
+    with pytest.raises(_pydantic_lite.ValidationError, match="at least 1 item"):
+        Route(match="/x", names=[])
+    assert Redefined().max_age == 5

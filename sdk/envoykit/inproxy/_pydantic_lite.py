@@ -119,9 +119,20 @@ class BaseModel:
             config.update(base.__dict__.get("model_config", {}))
         cls.model_config = config
         hints = typing.get_type_hints(cls)  # each class's annotations in its own module
+        # A base's Field(...) left its class when the base was built: inherit the field info.
+        inherited: dict[str, tuple[Any, _FieldInfo]] = {}
+        for base in reversed(cls.__mro__[1:]):
+            inherited.update(base.__dict__.get("__envoykit_fields__", {}))
         fields: dict[str, tuple[Any, _FieldInfo]] = {}
         for name, hint in hints.items():
             if name.startswith("_") or typing.get_origin(hint) is typing.ClassVar or name == "model_config":
+                continue
+            if (
+                name in inherited
+                and name not in cls.__dict__
+                and name not in cls.__annotations__  # own annotations only (3.10+)
+            ):
+                fields[name] = (hint, inherited[name][1])
                 continue
             value = getattr(cls, name, _MISSING)
             info = value if isinstance(value, _FieldInfo) else _FieldInfo(value, None, {})
