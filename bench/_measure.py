@@ -45,6 +45,8 @@ class Scenario:
     sidecar: SidecarStarter | None = None
     #: Run the no-op chain in-proxy: the Wasm module of ``RunSettings.wasm_module`` in Envoy.
     wasm: bool = False
+    #: Instead, run ``RunSettings.wasm_floor_module`` (bare Python callbacks, no SDK).
+    wasm_floor: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class RunSettings:
     wasm_module: Path | None = None
     #: Why there is no module, when its build failed.
     wasm_error: str | None = None
+    #: The bare-Python floor module (``wasm_floor`` scenarios), same shim and interpreter.
+    wasm_floor_module: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ def _sample(scenario: Scenario, settings: RunSettings, work_dir: Path) -> Sample
     with contextlib.ExitStack() as stack:
         upstream = start_envoy(stack, "upstream", upstream_bootstrap(), work_dir=work_dir, cpu=None)
         sidecar = scenario.sidecar(stack, work_dir, pin.sidecar) if scenario.sidecar else None
-        wasm = _wasm_filter(settings) if scenario.wasm else None
+        wasm = _wasm_filter(settings, scenario) if scenario.wasm else None
         bootstrap = proxy_bootstrap(upstream.listener, sidecar.address if sidecar else None, wasm)
         # V8 compiles a ~14 MB module at start-up (seconds on this machine): a longer bound.
         timeout = 60.0 if wasm else 20.0
@@ -196,13 +200,15 @@ def _sample(scenario: Scenario, settings: RunSettings, work_dir: Path) -> Sample
     )
 
 
-def _wasm_filter(settings: RunSettings) -> dict[str, Any]:
-    """The in-proxy no-op chain: the library filter ``noop`` that every envoykit module carries."""
-    if settings.wasm_module is None:
+def _wasm_filter(settings: RunSettings, scenario: Scenario) -> dict[str, Any]:
+    """The in-proxy no-op chain (the library filter ``noop`` every envoykit module carries), or
+    the bare-Python floor module."""
+    module = settings.wasm_floor_module if scenario.wasm_floor else settings.wasm_module
+    if module is None:
         raise Unavailable(settings.wasm_error or "no Wasm module was built")
     from envoykit.envoyconfig import wasm_filter
 
-    return wasm_filter(str(settings.wasm_module), [{"filter": "noop"}])
+    return wasm_filter(str(module), [] if scenario.wasm_floor else [{"filter": "noop"}])
 
 
 def measure_once(outcome: Outcome, settings: RunSettings) -> None:

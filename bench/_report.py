@@ -114,6 +114,8 @@ def ratios(outcomes: Sequence[Outcome]) -> list[tuple[str, float | None, str]]:
         ("bare grpc.aio floor / peer (TCP), req/s", "floor-tcp", "peer-tcp", None),
         ("bare sync-grpc floor / peer (TCP), req/s", "floor-sync-tcp", "peer-tcp", None),
         ("envoykit Wasm in Envoy / no filter, req/s", "wasm-noop", "no-filter", TARGET_WASM_VS_NO_FILTER),
+        ("bare Python callbacks in Envoy (floor) / no filter, req/s", "wasm-floor", "no-filter", None),
+        ("envoykit Wasm in Envoy / bare Python callbacks (floor), req/s", "wasm-noop", "wasm-floor", None),
         (
             "envoykit Wasm in Envoy / envoykit ext_proc `aio` (TCP), req/s",
             "wasm-noop",

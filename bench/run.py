@@ -69,6 +69,9 @@ SCENARIOS = [
     Scenario("peer-tcp", "(c) envoy-extproc-sdk 0.1.1 no-op, TCP loopback", _peer),
     Scenario("envoykit-uds", "(d) envoykit no-op, unix socket", partial(_module, "bench.envoykit_noop", UDS)),
     Scenario("wasm-noop", "(e) envoykit no-op as Wasm inside Envoy", wasm=True),
+    Scenario(
+        "wasm-floor", "(ref) bare Python callbacks in Envoy, no SDK (same shim)", wasm=True, wasm_floor=True
+    ),
     Scenario("floor-tcp", "(ref) bare grpc.aio servicer, no SDK, TCP", partial(_floor, False)),
     Scenario("floor-sync-tcp", "(ref) bare sync grpc servicer, 8 threads, TCP", partial(_floor, True)),
 ]
@@ -76,16 +79,20 @@ SCENARIOS = [
 
 WASM_FILTERS = BENCH_DIR / "wasm_filters.py"
 WASM_MODULE = BENCH_DIR / "out" / "wasm" / "envoykit_bench.wasm"
+WASM_FLOOR = BENCH_DIR / "wasm_floor.py"
+WASM_FLOOR_MODULE = BENCH_DIR / "out" / "wasm" / "floor_bench.wasm"
 
 
-def _build_wasm() -> tuple[Path | None, str | None]:
-    """Build the bench's proxy-wasm module once per run (the build caches by its inputs)."""
-    print(f"building {WASM_MODULE.relative_to(REPO_DIR)} from {WASM_FILTERS.name} ...", flush=True)
+def _build_wasm(floor: bool = False) -> tuple[Path | None, str | None]:
+    """Build one of the bench's proxy-wasm modules once per run (builds cache by their inputs)."""
+    source, out = (WASM_FLOOR, WASM_FLOOR_MODULE) if floor else (WASM_FILTERS, WASM_MODULE)
+    print(f"building {out.relative_to(REPO_DIR)} from {source.name} ...", flush=True)
     started = time.monotonic()
+    from envoykit.wasm._build import build_module
     from envoykit.wasm._filters import WasmBuildError, build_filter_wasm
 
     try:
-        result = build_filter_wasm(WASM_FILTERS, WASM_MODULE)
+        result = build_module(source, out) if floor else build_filter_wasm(source, out)
     except (WasmBuildError, OSError, subprocess.SubprocessError) as exc:  # the others still run
         return None, f"Wasm build failed: {type(exc).__name__}: {str(exc).strip()[:2000]}"
     how = "rebuilt" if result.rebuilt else "cached"
@@ -179,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out_dir = BENCH_DIR / "out"
     out_dir.mkdir(exist_ok=True)
-    wasm_module, wasm_error = _build_wasm() if any(s.wasm for s in chosen) else (None, None)
+    wasm_module, wasm_error = (
+        _build_wasm() if any(s.wasm and not s.wasm_floor for s in chosen) else (None, None)
+    )
+    floor_module, floor_error = _build_wasm(floor=True) if any(s.wasm_floor for s in chosen) else (None, None)
     settings = RunSettings(
         duration_s=args.duration,
         warmup_s=args.warmup,
@@ -189,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         keep_logs=out_dir,
         quiet_wait_s=args.quiet_wait,
         wasm_module=wasm_module,
-        wasm_error=wasm_error,
+        wasm_error=wasm_error or floor_error,
+        wasm_floor_module=floor_module,
     )
     env = collect_environment(_command(), version)
     print(f"Envoy {version}; {env.cpus}; pinning: {settings.pinning.describe()}", flush=True)

@@ -54,6 +54,11 @@ class FakeHost:
     def log(self, level: int, message: str) -> None:
         self.logs.append((level, message))
 
+    forgotten: list[int] = field(default_factory=list)
+
+    def forget_context(self, context_id: int) -> None:
+        self.forgotten.append(context_id)
+
     def get_headers(self, map_type: int) -> list[tuple[str, str]]:
         return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.maps[map_type]]
 

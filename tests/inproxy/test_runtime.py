@@ -217,3 +217,36 @@ def test_properties_are_read_only_when_a_filter_uses_attributes():
     runtime, _ = configure(host, FILTERS, {"filters": [{"filter": "tagger"}]})
     outcome = request(runtime, host)
     assert ("xds", "route_name") in calls and outcome.upstream.header("x-route") == "r1"
+
+
+@pytest.mark.parametrize(
+    ("specs", "expected"),
+    [
+        # Request and response header hooks: callbacks 1 + 8; state dropped after the response headers.
+        ([{"filter": "add-headers", "config": {"request": {"x": "1"}}}], 1 | 8),
+        # Request hooks only: dropped after the request headers; response callbacks never enter Python.
+        ([{"filter": "deny-paths", "config": {"prefixes": ["/admin"]}}], 1),
+        # Bodies in both directions: every body and trailers callback, headers held.
+        ([{"filter": "rewrite"}], 63),
+        ([], 0),
+    ],
+)
+def test_only_callbacks_the_chain_can_act_on_are_wanted_and_state_is_dropped_when_done(specs, expected):
+    host = FakeHost()
+    runtime, ok = configure(host, {**FILTERS, "rewrite": Rewrite}, {"filters": specs})
+    assert ok and runtime.callbacks() == expected
+    outcome = request(runtime, host, ctx=7)
+    assert outcome.client.status == 200
+    # Nothing is kept for a finished request, and the shim was told so (no proxy_on_delete needed).
+    assert runtime._contexts == {}
+    assert host.forgotten == ([7] if specs else [])
+
+
+def test_a_local_reply_keeps_its_context_until_delete():
+    host = FakeHost()
+    runtime, _ = configure(
+        host, FILTERS, {"filters": [{"filter": "deny-paths", "config": {"prefixes": ["/a"]}}]}
+    )
+    outcome = request(runtime, host, path="/a", ctx=9)
+    assert outcome.local_reply and outcome.client.status == 403
+    assert host.forgotten == [] and runtime._contexts == {}  # removed by on_delete, not before

@@ -340,11 +340,14 @@ static PyObject *host_set_callbacks(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *host_forget_context(PyObject *self, PyObject *arg);
+
 static PyMethodDef host_methods[] = {
     {"log", host_log, METH_VARARGS, "log(level, msg): proxy_log (0 trace .. 4 error, 5 critical)."},
     {"get_header_map_pairs", host_get_header_map_pairs, METH_VARARGS, "Header map as [(name, value)] bytes."},
     {"get_headers", host_get_headers, METH_O, "get_headers(map_type): header map as [(name, value)] latin-1 text."},
     {"set_callbacks", host_set_callbacks, METH_O, "set_callbacks(mask): per-request callbacks to forward."},
+    {"forget_context", host_forget_context, METH_O, "forget_context(id): no proxy_on_delete needed for it."},
     {"replace_header", host_replace_header, METH_VARARGS, "replace_header(map_type, name, value)."},
     {"add_header", host_add_header, METH_VARARGS, "add_header(map_type, name, value)."},
     {"remove_header", host_remove_header, METH_VARARGS, "remove_header(map_type, name)."},
@@ -493,6 +496,13 @@ static int held_remove(int32_t id) {
         }
     }
     return 0;
+}
+
+static PyObject *host_forget_context(PyObject *self, PyObject *arg) {
+    long id = PyLong_AsLong(arg);
+    if (id == -1 && PyErr_Occurred()) return NULL;
+    held_remove((int32_t)id);
+    Py_RETURN_NONE;
 }
 
 /* Call fns[fn](*args) and return it as an int: `dflt` if the function is absent or returns

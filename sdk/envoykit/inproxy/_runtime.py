@@ -50,6 +50,9 @@ class _Direction:
     trailers: Callable[[Stream, Headers], PhaseRun[Response | None]]
     message: Callable[[Stream], Any]
     trailer_phase: Phase
+    #: Callbacks that may follow this direction's headers, and those of the other direction to come.
+    after_headers: int
+    later: int
 
 
 _REQUEST = _Direction(
@@ -62,6 +65,8 @@ _REQUEST = _Direction(
     Stream.request_trailers,
     lambda stream: stream.request,
     Phase.REQUEST_TRAILERS,
+    Callback.REQUEST_BODY | Callback.REQUEST_TRAILERS,
+    Callback.RESPONSE_HEADERS | Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS,
 )
 _RESPONSE = _Direction(
     HeaderMap.RESPONSE_HEADERS,
@@ -73,17 +78,21 @@ _RESPONSE = _Direction(
     Stream.response_trailers,
     lambda stream: stream.response,
     Phase.RESPONSE_TRAILERS,
+    Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS,
+    0,
 )
 
 
 class _Context:
     """One request's state in this VM (plain slots: made once per request on the hot path)."""
 
-    __slots__ = ("body_done", "buffered", "replied", "stream")
+    __slots__ = ("body_done", "buffered", "last", "replied", "stream")
 
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
         self.replied = False
+        #: Set by the callback after which the chain has nothing left to do for this request.
+        self.last = False
         #: Bytes Envoy has buffered for us so far, per direction (buffered body mode).
         self.buffered: dict[int, int] = {}
         #: Directions whose body hooks already ran (e.g. at trailers time).
@@ -150,6 +159,7 @@ class InProxyRuntime:
         self.chain: Chain | None = None
         self.failure_mode_allow = False
         self._contexts: dict[int, _Context] = {}
+        self._wanted = Callback.ALL
 
     # -- configuration -----------------------------------------------------------------------
     def on_configure(self, configuration: bytes) -> bool:
@@ -161,6 +171,7 @@ class InProxyRuntime:
             return False
         self.chain.bind_metrics(_EnvoyMetrics(self.host))
         self.chain.bind_shared_data(_EnvoySharedData(self.host))
+        self._wanted = self.callbacks()
         return True
 
     def _build(self, configuration: bytes) -> tuple[Chain, bool]:
@@ -238,29 +249,59 @@ class InProxyRuntime:
         self._contexts.pop(context_id, None)
 
     def on_request_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int:
-        return self._guard(context_id, HeadersStatus.STOP_ITERATION, self._headers, _REQUEST, end_of_stream)
+        return self._guard(
+            context_id,
+            Callback.REQUEST_HEADERS,
+            HeadersStatus.STOP_ITERATION,
+            self._headers,
+            _REQUEST,
+            end_of_stream,
+        )
 
     def on_request_body(self, context_id: int, body_size: int, end_of_stream: int) -> int:
         return self._guard(
-            context_id, DataStatus.STOP_ITERATION_AND_BUFFER, self._body, _REQUEST, body_size, end_of_stream
+            context_id,
+            Callback.REQUEST_BODY,
+            DataStatus.STOP_ITERATION_AND_BUFFER,
+            self._body,
+            _REQUEST,
+            body_size,
+            end_of_stream,
         )
 
     def on_request_trailers(self, context_id: int, num_trailers: int) -> int:
-        return self._guard(context_id, TrailersStatus.STOP_ITERATION, self._trailers, _REQUEST)
+        return self._guard(
+            context_id, Callback.REQUEST_TRAILERS, TrailersStatus.STOP_ITERATION, self._trailers, _REQUEST
+        )
 
     def on_response_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int:
-        return self._guard(context_id, HeadersStatus.STOP_ITERATION, self._headers, _RESPONSE, end_of_stream)
+        return self._guard(
+            context_id,
+            Callback.RESPONSE_HEADERS,
+            HeadersStatus.STOP_ITERATION,
+            self._headers,
+            _RESPONSE,
+            end_of_stream,
+        )
 
     def on_response_body(self, context_id: int, body_size: int, end_of_stream: int) -> int:
         return self._guard(
-            context_id, DataStatus.STOP_ITERATION_AND_BUFFER, self._body, _RESPONSE, body_size, end_of_stream
+            context_id,
+            Callback.RESPONSE_BODY,
+            DataStatus.STOP_ITERATION_AND_BUFFER,
+            self._body,
+            _RESPONSE,
+            body_size,
+            end_of_stream,
         )
 
     def on_response_trailers(self, context_id: int, num_trailers: int) -> int:
-        return self._guard(context_id, TrailersStatus.STOP_ITERATION, self._trailers, _RESPONSE)
+        return self._guard(
+            context_id, Callback.RESPONSE_TRAILERS, TrailersStatus.STOP_ITERATION, self._trailers, _RESPONSE
+        )
 
     # -- engine --------------------------------------------------------------------------------
-    def _guard(self, context_id: int, stop: int, step: Callable[..., int], *args: Any) -> int:
+    def _guard(self, context_id: int, bit: int, stop: int, step: Callable[..., int], *args: Any) -> int:
         """Run one callback; a runtime bug fails closed (500) or open, never into Envoy.
 
         A request's context is made on its first callback that reaches Python (the shim skips
@@ -268,15 +309,15 @@ class InProxyRuntime:
         """
         ctx = self._contexts.get(context_id)
         if ctx is None:
-            if self.chain is None:
-                return 0  # not configured: pass
+            if self.chain is None or not self._wanted & bit:
+                return 0  # not configured, or a callback the chain cannot act on: pass
             # Properties cost a host round trip each: fetch them only if a filter reads one.
             attributes = typing.cast(Attributes, _LazyAttributes(self._attributes))
             ctx = self._contexts[context_id] = _Context(self.chain.stream(attributes))
         elif ctx.replied:
             return 0  # Envoy running our own local reply through us: pass
         try:
-            return step(ctx, *args)
+            status = step(ctx, *args)
         except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
             self.host.log(LogLevel.ERROR, f"envoykit: in-proxy runtime error: {type(exc).__name__}: {exc}")
             if self.failure_mode_allow:
@@ -284,6 +325,13 @@ class InProxyRuntime:
             ctx.replied = True
             self.host.send_local_response(500, "envoykit_runtime_error", _ERROR_BODY, [], -1)
             return stop
+        if ctx.last and not ctx.replied:
+            # No callback of this request is left for the chain: drop its state now, and the
+            # shim skips proxy_on_delete (a reply keeps its context: Envoy's callbacks on our own
+            # reply must still find it and pass through).
+            del self._contexts[context_id]
+            self.host.forget_context(context_id)
+        return status
 
     def _headers(self, ctx: _Context, direction: _Direction, end_of_stream: int) -> int:
         end_of_stream = bool(end_of_stream)  # the shim passes Envoy's 0/1 through
@@ -300,6 +348,7 @@ class InProxyRuntime:
         self._emit_metadata(ctx)
         if mode is BodyMode.BUFFERED and not end_of_stream:
             return HeadersStatus.STOP_ITERATION  # hold headers so the body can fix content-length
+        ctx.last = not self._wanted & (direction.later | (0 if end_of_stream else direction.after_headers))
         return HeadersStatus.CONTINUE
 
     def _body(self, ctx: _Context, direction: _Direction, size: int, end_of_stream: int) -> int:
@@ -326,6 +375,7 @@ class InProxyRuntime:
             ctx.body_done.add(direction.body_buffer)
             self._write_headers(direction.headers_map, message.headers)
         self._emit_metadata(ctx)
+        ctx.last = end_of_stream and not self._wanted & direction.later
         return DataStatus.CONTINUE
 
     def _trailers(self, ctx: _Context, direction: _Direction) -> int:
@@ -343,6 +393,7 @@ class InProxyRuntime:
             return self._send(ctx, reply, TrailersStatus.STOP_ITERATION)
         self._write_headers(direction.trailers_map, trailers)
         self._emit_metadata(ctx)
+        ctx.last = not self._wanted & direction.later
         return TrailersStatus.CONTINUE
 
     # -- host plumbing ---------------------------------------------------------------------------

@@ -22,12 +22,13 @@ __all__ = ["ShimHost", "bind", "filters_in"]
 class ShimHost:
     """``Host`` over the shim's native module (its calls take bytes and NUL-joined paths)."""
 
-    __slots__ = ("_native", "get_headers")
+    __slots__ = ("_native", "forget_context", "get_headers")
 
     def __init__(self, native: Any) -> None:
         self._native = native
-        # Hot path: the native function itself, no Python frame in between.
+        # Hot path: the native functions themselves, no Python frame in between.
         self.get_headers: Callable[[int], list[tuple[str, str]]] = native.get_headers
+        self.forget_context: Callable[[int], None] = native.forget_context
 
     def log(self, level: int, message: str) -> None:
         self._native.log(level, message)
