@@ -245,7 +245,7 @@ class ExtAuthzService:
                 details=details,
                 headers=headers,
                 client_ip=stream.attributes.source_address,
-                request_id=stream.attributes.request_id,
+                request_id=headers.get("x-request-id") or stream.attributes.request_id,
                 metadata=metadata,
             )
         return response
