@@ -7,7 +7,20 @@ every placement (sidecar, Wasm, component). They register short names under the
 
 from .basic import AddHeaders, DenyPaths, NoOp
 from .cors import Cors
+from .egress_allowlist import EgressAllowlist
+from .ip_filter import IpFilter
+from .rules import Rules
 from .security_headers import SecurityHeaders
 from .waf_log import WafLog
 
-__all__ = ["AddHeaders", "Cors", "DenyPaths", "NoOp", "SecurityHeaders", "WafLog"]
+__all__ = [
+    "AddHeaders",
+    "Cors",
+    "DenyPaths",
+    "NoOp",
+    "SecurityHeaders",
+    "WafLog",
+    "EgressAllowlist",
+    "IpFilter",
+    "Rules",
+]

@@ -145,7 +145,17 @@ class Chain:
 class Stream:
     """One request going through a chain. Runtimes call the phase methods in HTTP order."""
 
-    __slots__ = ("_view", "attributes", "chain", "finished", "metadata", "request", "response", "states")
+    __slots__ = (
+        "_view",
+        "attributes",
+        "chain",
+        "finished",
+        "metadata",
+        "replied_by",
+        "request",
+        "response",
+        "states",
+    )
 
     def __init__(self, chain: Chain, attributes: Attributes, metadata: MetadataStore) -> None:
         self.chain = chain
@@ -157,6 +167,8 @@ class Stream:
         self.response: Response | None = None
         #: Set once a local reply has been produced: no further phase will run.
         self.finished = False
+        #: Name of the filter whose hook returned the (first) local reply, or that failed closed.
+        self.replied_by: str | None = None
 
     # -- request side ----------------------------------------------------------------------
     def request_headers(self, headers: Headers, end_of_stream: bool = False) -> PhaseRun[Response | None]:
@@ -246,6 +258,8 @@ class Stream:
         for index, flt, hook, is_async in self.chain._plan[phase]:
             outcome = yield from self._call(phase, index, flt, hook, is_async, message, body_hook)
             if outcome is not None:
+                if self.replied_by is None:
+                    self.replied_by = flt.name
                 return (yield from self._local_reply(outcome, index, replier_included=phase.is_request))
         return None
 

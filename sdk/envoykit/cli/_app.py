@@ -107,11 +107,14 @@ def serve(
     metrics: Annotated[str | None, typer.Option(help="Override sidecar.metrics_address ('' = off).")] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
 ) -> None:
-    """Run the ext_proc sidecar for the chains in a gateway file (Ctrl-C drains and stops)."""
+    """Run the sidecar (ext_proc, and ext_authz for an ``authz`` chain) for a gateway file
+    (Ctrl-C drains and stops)."""
     gateway = _load(config)
     _setup_logging(log_level)
+    from ..extauthz import gateway_services
     from ..runtime import run_sidecar
 
+    services, model = gateway_services(gateway)
     spec = gateway.config.sidecar
     run_sidecar(
         chains=gateway.chains,
@@ -120,8 +123,9 @@ def serve(
         chain_header=spec.chain_header,
         metrics_address=spec.metrics_address if metrics is None else metrics,
         drain_seconds=spec.drain_seconds,
-        server_model=spec.server,
+        server_model=model,
         threads=spec.threads,
+        services=services,
     )
 
 

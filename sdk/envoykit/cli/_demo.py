@@ -95,6 +95,9 @@ def run_demo(gateway: Gateway, *, port: int, smoke: bool = False) -> int:
         )
         return 1
     config = gateway.config
+    from ..extauthz import gateway_services  # ext_authz too, when the gateway has an authz chain
+
+    services, server_model = gateway_services(gateway)
     with (
         tempfile.TemporaryDirectory(prefix="envoykit-demo-") as tmp,
         EchoUpstream() as upstream,
@@ -104,6 +107,8 @@ def run_demo(gateway: Gateway, *, port: int, smoke: bool = False) -> int:
             address="127.0.0.1:0",
             chain_header=config.sidecar.chain_header,
             metrics_address="",
+            services=services,
+            server_model=server_model,
         ) as sidecar,
     ):
         workdir = Path(tmp)

@@ -15,6 +15,7 @@ __all__ = [
     "LISTENER_NAME",
     "SIDECAR_CLUSTER",
     "chain_specs",
+    "ext_authz_filter",
     "ensure_in_proxy_module",
     "fragment",
     "fragments_dir",

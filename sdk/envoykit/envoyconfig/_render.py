@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from .._chain import Chain
-from .._phases import ProcessingNeeds
-from ..gateway import Gateway, GatewayConfig, RouteSpec, UpstreamSpec
+from .._phases import BodyMode, ProcessingNeeds
+from ..gateway import AuthzBodySpec, Gateway, GatewayConfig, RouteSpec, UpstreamSpec
 from ._fragments import fragment
 
 __all__ = [
     "render_bootstrap",
     "sidecar_address",
     "wasm_filter",
+    "ext_authz_filter",
     "chain_specs",
     "ensure_in_proxy_module",
     "LISTENER_NAME",
@@ -32,6 +33,10 @@ LISTENER_NAME = "ingress"
 SIDECAR_CLUSTER = "envoykit_sidecar"
 _EXT_PROC = "envoy.filters.http.ext_proc"
 _PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+_EXT_AUTHZ = "envoy.filters.http.ext_authz"
+_AUTHZ_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+#: Where Envoy keeps the dynamic metadata an ext_authz check returned.
+AUTHZ_METADATA_NAMESPACE = _EXT_AUTHZ
 
 
 def render_bootstrap(
@@ -66,6 +71,9 @@ def render_bootstrap(
         _upstream_cluster(name, spec.model_copy(update={"url": (upstreams or {}).get(name, spec.url)}))
         for name, spec in config.upstreams.items()
     ]
+    authz_chain = gateway.chains[config.authz.chain] if config.authz is not None else None
+    if config.authz is not None and authz_chain is not None:
+        filters.append(ext_authz_filter(config, authz_chain))  # before ext_proc: deny first
     if used:
         union = ProcessingNeeds()
         for chain in used.values():
@@ -82,6 +90,7 @@ def render_bootstrap(
                 metadata_namespaces=namespaces,
             )
         )
+    if used or authz_chain is not None:
         clusters.append(
             fragment("sidecar_cluster", address=sidecar_address(sidecar or config.sidecar.address))
         )
@@ -92,9 +101,20 @@ def render_bootstrap(
         }
     )
     routes = [_route(i, r, config, gateway.chains, bool(used)) for i, r in enumerate(config.routes)]
+    if authz_chain is not None:
+        for route, out in zip(config.routes, routes, strict=True):
+            if not route.authz:
+                out.setdefault("typed_per_filter_config", {})[_EXT_AUTHZ] = {
+                    "@type": _AUTHZ_PER_ROUTE,
+                    "disabled": True,
+                }
     log_path = access_log if access_log is not None else config.access_log
     in_proxy_chain = gateway.chains[config.in_proxy.chain] if config.in_proxy is not None else None
-    running = [*used.values(), *([in_proxy_chain] if in_proxy_chain is not None else [])]
+    running = [
+        *used.values(),
+        *([in_proxy_chain] if in_proxy_chain is not None else []),
+        *([authz_chain] if authz_chain is not None else []),
+    ]
     listener = fragment(
         "listener",
         name=LISTENER_NAME,
@@ -102,7 +122,7 @@ def render_bootstrap(
         port=config.listener.port if listener_port is None else listener_port,
         routes=routes,
         http_filters=filters,
-        access_log=[_access_log(log_path, used, in_proxy_chain)] if log_path else [],
+        access_log=[_access_log(log_path, used, in_proxy_chain, authz_chain)] if log_path else [],
         server_header_transformation="PASS_THROUGH"
         if any(getattr(f, "manages_server_header", False) for chain in running for f in chain.filters)
         else "OVERWRITE",
@@ -116,6 +136,31 @@ def render_bootstrap(
             clusters=clusters,
         )
     )
+
+
+def ext_authz_filter(config: GatewayConfig, chain: Chain) -> Any:
+    """Envoy's ``ext_authz`` filter calling the sidecar for ``config.authz`` (gRPC, API v3).
+
+    The request body is forwarded when the gateway asks for it or when a filter of the chain has
+    a body hook (then with ``with_request_body``'s defaults)."""
+    spec = config.authz
+    if spec is None:
+        raise ValueError("the gateway has no authz section")
+    out = fragment(
+        "ext_authz_filter",
+        timeout=f"{spec.timeout_ms / 1000:g}s",
+        chain=spec.chain,
+        failure_mode_allow=spec.failure_mode_allow,
+        status_on_error=spec.status_on_error,
+        include_peer_certificate=spec.include_peer_certificate,
+        metadata_context_namespaces=list(spec.metadata_context_namespaces),
+    )
+    body = spec.with_request_body
+    if body is None and chain.needs.request_body is not BodyMode.NONE:
+        body = AuthzBodySpec()
+    if body is not None:
+        out["typed_config"]["with_request_body"] = body.model_dump()
+    return out
 
 
 def wasm_filter(module: str, filters: list[dict[str, Any]], *, name: str = "envoykit") -> Any:
@@ -208,7 +253,9 @@ def _upstream_cluster(name: str, spec: UpstreamSpec) -> Any:
     )
 
 
-def _access_log(path: str, chains: Mapping[str, Chain], in_proxy: Chain | None = None) -> Any:
+def _access_log(
+    path: str, chains: Mapping[str, Chain], in_proxy: Chain | None = None, authz: Chain | None = None
+) -> Any:
     fields: dict[str, str] = {
         "time": "%START_TIME%",
         "method": "%REQ(:METHOD)%",
@@ -225,4 +272,7 @@ def _access_log(path: str, chains: Mapping[str, Chain], in_proxy: Chain | None =
     # would print a base64 BytesValue). Under `wasm.<ns>` if a sidecar chain uses `<ns>` too.
     for ns in sorted({f.metadata_namespace for f in (in_proxy.filters if in_proxy else ())}):
         fields[f"wasm.{ns}" if ns in fields else ns] = f"%FILTER_STATE(wasm.{ns}:PLAIN)%"
+    # An ext_authz check's metadata lives under Envoy's ext_authz namespace, one key per filter.
+    for ns in sorted({f.metadata_namespace for f in (authz.filters if authz else ())}):
+        fields[f"authz.{ns}" if ns in fields else ns] = f"%DYNAMIC_METADATA({_EXT_AUTHZ}:{ns})%"
     return fragment("json_access_log", path="/dev/stdout" if path == "-" else path, fields=fields)

@@ -4,6 +4,8 @@ from ._load import FILTER_ENTRY_POINTS, Gateway, build_chains, load_gateway, par
 from ._model import (
     DEFAULT_REQUEST_ATTRIBUTES,
     AdminSpec,
+    AuthzBodySpec,
+    AuthzSpec,
     FilterSpec,
     GatewayConfig,
     InProxySpec,
@@ -15,6 +17,8 @@ from ._model import (
 
 __all__ = [
     "AdminSpec",
+    "AuthzBodySpec",
+    "AuthzSpec",
     "DEFAULT_REQUEST_ATTRIBUTES",
     "FILTER_ENTRY_POINTS",
     "FilterSpec",

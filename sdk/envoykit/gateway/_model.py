@@ -23,6 +23,8 @@ __all__ = [
     "FilterSpec",
     "RouteSpec",
     "InProxySpec",
+    "AuthzSpec",
+    "AuthzBodySpec",
     "DEFAULT_REQUEST_ATTRIBUTES",
 ]
 
@@ -147,6 +149,37 @@ class InProxySpec(_Spec):
     source: str | None = None
 
 
+class AuthzBodySpec(_Spec):
+    """Envoy's ext_authz ``with_request_body``: buffer the body and send it with the check."""
+
+    max_request_bytes: int = Field(8192, gt=0, le=64 * 1024 * 1024)
+    #: True: send the first ``max_request_bytes`` of a larger body; false: Envoy answers 413.
+    allow_partial_message: bool = False
+    #: Send the body as bytes (``raw_body``), so binary bodies arrive intact.
+    pack_as_bytes: bool = True
+
+
+class AuthzSpec(_Spec):
+    """A chain run by Envoy's ``ext_authz`` filter (before any ext_proc chain) on every route."""
+
+    chain: str
+    #: Envoy's ext_authz ``failure_mode_allow``: let requests through when the sidecar is down.
+    failure_mode_allow: bool = False
+    #: Status Envoy answers when the check fails (sidecar down, timeout) and failure_mode_allow is off.
+    status_on_error: int = Field(500, ge=200, le=599)
+    timeout_ms: int = Field(1000, gt=0, le=3_600_000)
+    #: Forward the request body (default: only when a filter of the chain has a body hook).
+    with_request_body: AuthzBodySpec | None = None
+    #: Send the client's TLS certificate (``attributes.source.certificate``).
+    include_peer_certificate: bool = False
+    #: Envoy dynamic-metadata namespaces to forward (e.g. ``envoy.filters.http.jwt_authn``).
+    metadata_context_namespaces: tuple[str, ...] = ()
+    #: Decision log (JSON lines): a file path, ``"-"`` for stdout, omitted for none.
+    decision_log: str | None = None
+    #: Also log the request headers (credentials redacted).
+    decision_log_headers: bool = False
+
+
 class RouteSpec(_Spec):
     """A route: match a path, send to an upstream, through a chain (or none)."""
 
@@ -156,6 +189,8 @@ class RouteSpec(_Spec):
     #: The chain to run; omitted means the default chain, ``null`` means no processing.
     chain: str | None = None
     name: str | None = None
+    #: Run the gateway's ``authz`` chain on this route (true by default when there is one).
+    authz: bool = True
 
     @model_validator(mode="after")
     def _one_match(self) -> RouteSpec:
@@ -181,6 +216,8 @@ class GatewayConfig(_Spec):
     #: Access log destination: a file path, ``"-"`` for stdout, or omitted for none.
     access_log: str | None = None
     in_proxy: InProxySpec | None = None
+    #: A chain Envoy's ext_authz filter runs (see docs/extauthz.md).
+    authz: AuthzSpec | None = None
 
     def reference_errors(self) -> list[tuple[tuple[int | str, ...], str]]:
         """Names that point nowhere, as (location, reason): checked after field validation so
@@ -217,6 +254,12 @@ class GatewayConfig(_Spec):
                         f"chain {name!r} runs in-proxy; routes must not also send it to the sidecar",
                     )
                 )
+        if self.authz is not None:
+            name = self.authz.chain
+            if name not in self.chains:
+                errors.append((("authz", "chain"), f"{name!r} is not one of chains: {sorted(self.chains)}"))
+            elif self.in_proxy is not None and self.in_proxy.chain == name:
+                errors.append((("authz", "chain"), f"chain {name!r} already runs in-proxy"))
         return errors
 
     @property

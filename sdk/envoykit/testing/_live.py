@@ -94,13 +94,16 @@ def start_gateway(
     chain_header: str | None = None,
     request_attributes: Sequence[str] | None = None,
     access_log: bool = True,
-    server_model: str = "aio",
+    server_model: str | None = None,
+    authz: Mapping[str, Any] | None = None,
 ) -> LiveGateway:
     """Start the sidecar for ``chains`` and an Envoy routing to ``upstream`` through it.
 
     ``routes`` are gateway-file routes (``{"prefix": "/api", "chain": "api"}``; the upstream
     defaults to the echo upstream). ``transport="unix"`` serves the sidecar on a Unix socket that
-    Envoy reaches through a ``pipe`` address. ``server_model`` is ``"aio"`` or ``"threads"``.
+    Envoy reaches through a ``pipe`` address. ``server_model`` is ``"aio"`` or ``"threads"``
+    (default: the gateway's choice). ``authz`` is a gateway-file ``authz`` section
+    (``{"chain": "authz", ...}``): that chain then runs in Envoy's ext_authz filter.
     """
     built = _as_chains(chains)
     sidecar_spec: dict[str, Any] = {
@@ -112,6 +115,8 @@ def start_gateway(
     }
     if request_attributes is not None:
         sidecar_spec["request_attributes"] = list(request_attributes)
+    if server_model is not None:
+        sidecar_spec["server"] = server_model
     config = GatewayConfig.model_validate(
         {
             "listener": {"port": 0},
@@ -123,6 +128,7 @@ def start_gateway(
             "routes": [{"upstream": "echo", **r} for r in routes]
             if routes
             else [{"prefix": "/", "upstream": "echo"}],
+            **({"authz": dict(authz)} if authz is not None else {}),
         }
     )
     gateway = Gateway(config, built, source="<test gateway>")
@@ -134,13 +140,17 @@ def start_gateway(
             sock_dir = tempfile.mkdtemp(prefix="ek-")
             stack.callback(shutil.rmtree, sock_dir, True)
             address = f"unix:{sock_dir}/sidecar.sock"
+        from ..extauthz import gateway_services
+
+        services, model = gateway_services(gateway)
         sidecar = stack.enter_context(
             SidecarThread(
                 built,
                 default_chain=config.effective_default_chain,
                 address=address,
                 chain_header=chain_header,
-                server_model="threads" if server_model == "threads" else "aio",
+                server_model=model,
+                services=services,
             )
         )
         bootstrap = render_bootstrap(
