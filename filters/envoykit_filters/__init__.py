@@ -5,6 +5,8 @@ every placement (sidecar, Wasm, component). They register short names under the
 ``envoykit.filters`` entry-point group (see ``pyproject.toml``) for gateway files.
 """
 
+import importlib
+
 from .basic import AddHeaders, DenyPaths, NoOp
 from .cors import Cors
 from .egress_allowlist import EgressAllowlist
@@ -17,10 +19,25 @@ __all__ = [
     "AddHeaders",
     "Cors",
     "DenyPaths",
-    "NoOp",
-    "SecurityHeaders",
-    "WafLog",
     "EgressAllowlist",
     "IpFilter",
+    "Jwt",
+    "NoOp",
+    "Opa",
     "Rules",
+    "SecurityHeaders",
+    "WafLog",
 ]
+
+#: Sidecar-only filters (network I/O, native libraries): imported on first use, so that importing
+#: this package inside Envoy's Wasm VM never pulls them (or their dependencies) in.
+_SIDECAR_ONLY = {"Jwt": "jwt", "Opa": "opa"}
+
+
+def __getattr__(name: str) -> object:
+    module = _SIDECAR_ONLY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # Not cached in globals(): the Wasm binder lists this module's classes, and these are not
+    # for Wasm.
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -1,0 +1,1 @@
+"""Sidecar-only helpers of the ``jwt`` filter (crypto, JWKS fetching). Not frozen into Wasm."""
