@@ -7,7 +7,8 @@ every placement (sidecar, Wasm, component). They register short names under the
 
 from .basic import AddHeaders, DenyPaths, NoOp
 from .cors import Cors
+from .local_ratelimit import LocalRateLimit
 from .security_headers import SecurityHeaders
 from .waf_log import WafLog
 
-__all__ = ["AddHeaders", "Cors", "DenyPaths", "NoOp", "SecurityHeaders", "WafLog"]
+__all__ = ["AddHeaders", "Cors", "DenyPaths", "LocalRateLimit", "NoOp", "SecurityHeaders", "WafLog"]
