@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -156,6 +157,7 @@ class RateLimitServer:
         metrics_address: str = "",
         reload_interval: float = 1.0,
         registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not config_dir.is_dir():
             raise ConfigError(f"{config_dir} is not a directory", field="config_dir")
@@ -171,6 +173,7 @@ class RateLimitServer:
             failure_mode=failure_mode,
             shadow_mode=shadow_mode,
             key_prefix=key_prefix,
+            clock=clock,
         )
         self.registry = registry or CollectorRegistry()
         self.registry.register(_Collector(self.limiter.stats, self.watcher))
