@@ -11,6 +11,7 @@ from .basic import AddHeaders, DenyPaths, NoOp
 from .cors import Cors
 from .egress_allowlist import EgressAllowlist
 from .ip_filter import IpFilter
+from .local_ratelimit import LocalRateLimit
 from .rules import Rules
 from .security_headers import SecurityHeaders
 from .waf_log import WafLog
@@ -22,6 +23,7 @@ __all__ = [
     "EgressAllowlist",
     "IpFilter",
     "Jwt",
+    "LocalRateLimit",
     "NoOp",
     "Opa",
     "Rules",

@@ -11,7 +11,7 @@ import yaml
 from envoykit.gateway._load import resolve_filter
 
 DOCS = Path(__file__).parents[2] / "docs" / "filters"
-PAGES = ["security-headers.md", "waf-log.md"]
+PAGES = ["security-headers.md", "waf-log.md", "local-ratelimit.md"]
 
 
 def blocks(page: str, lang: str) -> list[str]:

@@ -184,3 +184,55 @@ def demo(
 
 def main() -> None:
     app()
+
+
+ratelimit_app = typer.Typer(help="The global rate-limit service (envoyproxy/ratelimit compatible).")
+app.add_typer(ratelimit_app, name="ratelimit")
+
+
+@ratelimit_app.command("serve")
+def ratelimit_serve(
+    config_dir: Annotated[
+        Path,
+        typer.Option("--config-dir", help="Directory of envoyproxy/ratelimit YAML files (hot-reloaded)."),
+    ],
+    port: Annotated[int, typer.Option(help="gRPC port.")] = 8081,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "0.0.0.0",
+    redis_url: Annotated[
+        str | None, typer.Option(help="redis://host:port/db; in-memory counters when unset.")
+    ] = None,
+    redis_timeout_ms: Annotated[int, typer.Option(help="Deadline of one Redis round trip.")] = 50,
+    failure_mode: Annotated[
+        str, typer.Option(help="When Redis fails: 'open' allows, 'closed' refuses.")
+    ] = "open",
+    algorithm: Annotated[
+        str, typer.Option(help="'fixed' (envoyproxy/ratelimit) or 'sliding' window.")
+    ] = "fixed",
+    shadow_mode: Annotated[bool, typer.Option(help="Global shadow mode: count, never refuse.")] = False,
+    metrics: Annotated[str, typer.Option(help="host:port for Prometheus /metrics ('' = off).")] = "",
+    reload_interval: Annotated[float, typer.Option(help="Seconds between config directory checks.")] = 1.0,
+    log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
+) -> None:
+    """Serve envoy.service.ratelimit.v3.RateLimitService for Envoy's native ratelimit filter."""
+    from ..ratelimit import RateLimitServer, run_ratelimit
+
+    _setup_logging(log_level)
+    if failure_mode not in ("open", "closed") or algorithm not in ("fixed", "sliding"):
+        typer.echo("error: --failure-mode is open|closed, --algorithm is fixed|sliding", err=True)
+        raise typer.Exit(2)
+    try:
+        server = RateLimitServer(
+            config_dir,
+            address=f"{host}:{port}",
+            redis_url=redis_url,
+            redis_timeout=redis_timeout_ms / 1000,
+            failure_mode=failure_mode,  # type: ignore[arg-type]
+            algorithm=algorithm,  # type: ignore[arg-type]
+            shadow_mode=shadow_mode,
+            metrics_address=metrics,
+            reload_interval=reload_interval,
+        )
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    run_ratelimit(server)

@@ -48,13 +48,15 @@ def render_bootstrap(
     upstreams: Mapping[str, str] | None = None,
     access_log: str | None = None,
     in_proxy: list[Any] | None = None,
+    ratelimit: str | None = None,
 ) -> dict[str, Any]:
     """The bootstrap as a dict (``yaml.safe_dump`` it for Envoy).
 
     Keyword overrides replace values from the file (tests and the demo pass port 0 and the
     addresses they actually bound): ``sidecar`` is ``host:port`` or ``unix:/path``,
     ``upstreams`` maps an upstream name to an ``http://host:port`` URL. ``in_proxy`` filters
-    (e.g. ``wasm_filter(...)``) run first, before the sidecar's ext_proc filter.
+    (e.g. ``wasm_filter(...)``) run first, before the sidecar's ext_proc filter. ``ratelimit``
+    overrides the rate-limit service's ``host:port``.
 
     A filter instance with a true ``manages_server_header`` attribute (``security-headers``
     removing or setting ``server``) switches the listener to ``server_header_transformation:
@@ -94,6 +96,17 @@ def render_bootstrap(
         clusters.append(
             fragment("sidecar_cluster", address=sidecar_address(sidecar or config.sidecar.address))
         )
+    if config.ratelimit is not None:
+        spec_rl = config.ratelimit
+        filters.append(
+            fragment(
+                "ratelimit_filter",
+                domain=spec_rl.domain,
+                failure_mode_deny=spec_rl.failure_mode_deny,
+                timeout=f"{spec_rl.timeout_ms / 1000:g}s",
+            )
+        )
+        clusters.append(fragment("ratelimit_cluster", address=sidecar_address(ratelimit or spec_rl.address)))
     filters.append(
         {
             "name": "envoy.filters.http.router",
@@ -221,6 +234,8 @@ def _route(
         "match": match,
         "route": {"cluster": _cluster_name(route.upstream), "timeout": "30s"},
     }
+    if route.rate_limits:
+        out["route"]["rate_limits"] = route.rate_limits
     chain_name = route.chain_name(config.effective_default_chain)
     if chain_name is not None:
         out["metadata"] = {"filter_metadata": {"envoykit": {"chain": chain_name}}}

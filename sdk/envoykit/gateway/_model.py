@@ -25,6 +25,7 @@ __all__ = [
     "InProxySpec",
     "AuthzSpec",
     "AuthzBodySpec",
+    "RateLimitSpec",
     "DEFAULT_REQUEST_ATTRIBUTES",
 ]
 
@@ -180,6 +181,27 @@ class AuthzSpec(_Spec):
     decision_log_headers: bool = False
 
 
+class RateLimitSpec(_Spec):
+    """Envoy's native ``envoy.filters.http.ratelimit`` calling a global rate-limit service
+    (``envoykit ratelimit serve`` or envoyproxy/ratelimit)."""
+
+    #: ``host:port`` of the rate-limit service (gRPC, HTTP/2).
+    address: str = "127.0.0.1:8081"
+    #: The ``domain`` of the service's config files this gateway's descriptors belong to.
+    domain: str = Field(min_length=1)
+    #: Refuse requests (500) when the service cannot answer; default lets them through.
+    failure_mode_deny: bool = False
+    timeout_ms: int = Field(100, gt=0, le=60_000)
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ValueError("expected host:port (e.g. 127.0.0.1:8081)")
+        return value
+
+
 class RouteSpec(_Spec):
     """A route: match a path, send to an upstream, through a chain (or none)."""
 
@@ -191,6 +213,18 @@ class RouteSpec(_Spec):
     name: str | None = None
     #: Run the gateway's ``authz`` chain on this route (true by default when there is one).
     authz: bool = True
+    #: Envoy route ``rate_limits`` (``[{actions: [{remote_address: {}}, ...]}]``, Envoy's own
+    #: format): the descriptors sent to the ``ratelimit`` service for this route.
+    rate_limits: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _check_rate_limits(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, entry in enumerate(value):
+            actions = entry.get("actions")
+            if not isinstance(actions, list) or not actions:
+                raise ValueError(f"entry {i}: needs a non-empty 'actions' list (Envoy's RateLimit format)")
+        return value
 
     @model_validator(mode="after")
     def _one_match(self) -> RouteSpec:
@@ -218,6 +252,8 @@ class GatewayConfig(_Spec):
     in_proxy: InProxySpec | None = None
     #: A chain Envoy's ext_authz filter runs (see docs/extauthz.md).
     authz: AuthzSpec | None = None
+    #: A global rate-limit service for routes with ``rate_limits``.
+    ratelimit: RateLimitSpec | None = None
 
     def reference_errors(self) -> list[tuple[tuple[int | str, ...], str]]:
         """Names that point nowhere, as (location, reason): checked after field validation so
@@ -241,6 +277,10 @@ class GatewayConfig(_Spec):
                     ("routes", i, "chain") if "chain" in route.model_fields_set else ("routes", i)
                 )
                 errors.append((where, f"chain {chain!r} is not one of chains: {sorted(self.chains)}"))
+        if self.ratelimit is None:
+            for i, route in enumerate(self.routes):
+                if route.rate_limits:
+                    errors.append((("routes", i, "rate_limits"), "needs a top-level 'ratelimit' section"))
         if self.in_proxy is not None:
             name = self.in_proxy.chain
             if name not in self.chains:

@@ -1,0 +1,230 @@
+"""Decisions: a domain, descriptors and hits in; a code per descriptor, an overall code and
+RateLimit headers out. No gRPC here (the servicer in ``_server`` adapts), time is injected.
+
+Semantics follow envoyproxy/ratelimit: every descriptor is matched on its own; ``unlimited``
+limits never touch the backend and report ``limit_remaining`` 4294967295; a limit whose ``name``
+is in another matched limit's ``replaces`` is dropped; the fixed window counts
+``INCRBY domain_key_value_..._<window start>`` and is over limit once the count passes
+``requests_per_unit``; near limit is above 80 % of it; ``shadow_mode`` turns OVER_LIMIT into OK
+and counts it; the overall code is OVER_LIMIT if any descriptor is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from ._backends import Backend, BackendError, Hit
+from ._config import DomainConfig, RateLimitRule
+
+__all__ = ["Algorithm", "Decision", "DescriptorResult", "Limiter", "LimiterStats", "MAX_UINT32"]
+
+log = logging.getLogger("envoykit.ratelimit")
+
+MAX_UINT32 = 2**32 - 1
+NEAR_LIMIT_RATIO = 0.8
+Algorithm = Literal["fixed", "sliding"]
+Entries = Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class DescriptorResult:
+    over_limit: bool
+    #: The limit that applied (None: no rule matched, or unlimited).
+    limit: RateLimitRule | None
+    remaining: int
+    #: Seconds until the window resets.
+    reset: int
+
+
+@dataclass(slots=True)
+class Decision:
+    over_limit: bool
+    results: list[DescriptorResult]
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class LimiterStats:
+    """Counters per descriptor stats key (``domain.key_value``), read by Prometheus at scrape."""
+
+    KINDS = ("total_hits", "over_limit", "near_limit", "within_limit", "shadow_mode")
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, list[int]] = {}
+        self.backend_errors = 0
+
+    def add(self, key: str, kind: int, n: int) -> None:
+        counts = self.by_key.get(key)
+        if counts is None:
+            counts = self.by_key[key] = [0] * len(self.KINDS)
+        counts[kind] += n
+
+    def get(self, key: str, kind: str) -> int:
+        return self.by_key.get(key, [0] * len(self.KINDS))[self.KINDS.index(kind)]
+
+    def collect(self) -> Iterator[Metric]:
+        for i, kind in enumerate(self.KINDS):
+            family = CounterMetricFamily(
+                f"envoykit_ratelimit_{kind}",
+                f"Rate-limit {kind.replace('_', ' ')} per descriptor",
+                labels=["descriptor"],
+            )
+            for key, counts in self.by_key.items():
+                family.add_metric([key], counts[i])
+            yield family
+        errors = CounterMetricFamily(
+            "envoykit_ratelimit_backend_errors", "Backend calls that failed or timed out"
+        )
+        errors.add_metric([], self.backend_errors)
+        yield errors
+
+
+_TOTAL, _OVER, _NEAR, _WITHIN, _SHADOW = range(5)
+
+
+class Limiter:
+    """Rate-limit decisions against a config snapshot and a backend.
+
+    - ``algorithm``: ``fixed`` (envoyproxy/ratelimit's windows) or ``sliding`` (the previous
+      window's count weighted by how much of it still overlaps the sliding window);
+    - ``failure_mode``: when the backend fails, ``open`` allows, ``closed`` refuses every
+      descriptor that has a limit;
+    - ``shadow_mode``: global shadow mode, every decision is OK (stats still count);
+    - ``key_prefix``: prepended to every backend key.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        algorithm: Algorithm = "fixed",
+        failure_mode: Literal["open", "closed"] = "open",
+        shadow_mode: bool = False,
+        key_prefix: str = "",
+        clock: Callable[[], float] = time.time,
+        stats: LimiterStats | None = None,
+    ) -> None:
+        self.backend = backend
+        self.algorithm = algorithm
+        self.failure_mode = failure_mode
+        self.shadow_mode = shadow_mode
+        self.key_prefix = key_prefix
+        self.clock = clock
+        self.stats = stats or LimiterStats()
+
+    async def decide(
+        self,
+        config: Mapping[str, DomainConfig],
+        domain: str,
+        descriptors: Sequence[Entries],
+        hits_addend: int = 1,
+        overrides: Sequence[tuple[int, str] | None] | None = None,
+    ) -> Decision:
+        """``overrides[i]``: a (requests_per_unit, unit) the client sent for descriptor ``i``."""
+        domain_config = config.get(domain)
+        limits: list[RateLimitRule | None] = []
+        for i, entries in enumerate(descriptors):
+            rule = domain_config.find(entries) if domain_config is not None else None
+            override = overrides[i] if overrides else None
+            if override is not None:
+                key = domain + "." + ".".join(f"{k}_{v}" for k, v in entries)
+                rule = RateLimitRule(key, override[0], override[1])
+            limits.append(rule)
+        replaced = {
+            name for rule in limits if rule is not None and not rule.unlimited for name in rule.replaces
+        }
+        if replaced:
+            limits = [None if r is not None and r.name and r.name in replaced else r for r in limits]
+
+        now = self.clock()
+        hits: list[Hit] = []
+        for entries, rule in zip(descriptors, limits, strict=True):
+            if rule is None or rule.unlimited:
+                continue
+            self.stats.add(rule.full_key, _TOTAL, hits_addend)
+            window = rule.window
+            start = int(now) // window * window
+            tag = self.key_prefix + "{" + domain + "_" + "".join(f"{k}_{v}_" for k, v in entries) + "}"
+            previous = tag + str(start - window) if self.algorithm == "sliding" else None
+            hits.append(Hit(tag + str(start), previous, hits_addend, window * 2 if previous else window))
+
+        counts: list[tuple[int, int]] | None = None
+        if hits:
+            try:
+                counts = await self.backend.hit(hits)
+            except BackendError as exc:
+                self.stats.backend_errors += 1
+                log.warning("rate-limit backend failed (failing %s): %s", self.failure_mode, exc)
+
+        results: list[DescriptorResult] = []
+        j = 0
+        for rule in limits:
+            if rule is None:
+                results.append(DescriptorResult(False, None, 0, 0))
+                continue
+            if rule.unlimited:
+                results.append(DescriptorResult(False, None, MAX_UINT32, 0))
+                continue
+            window = rule.window
+            reset = window - int(now) % window
+            if counts is None:
+                over = self.failure_mode == "closed"
+                results.append(DescriptorResult(over, rule, 0 if over else rule.requests_per_unit, reset))
+                j += 1
+                continue
+            after, earlier = counts[j]
+            j += 1
+            if self.algorithm == "sliding":
+                elapsed = (now % window) / window
+                after += math.floor(earlier * (1.0 - elapsed))
+            results.append(self._judge(rule, after, hits_addend, reset))
+
+        over_limit = any(r.over_limit for r in results) and not self.shadow_mode
+        return Decision(over_limit, results, _headers(results, over_limit))
+
+    def _judge(self, rule: RateLimitRule, after: int, hits: int, reset: int) -> DescriptorResult:
+        """envoyproxy/ratelimit's over/near/within accounting for one descriptor."""
+        limit = rule.requests_per_unit
+        before = after - hits
+        near = math.floor(limit * NEAR_LIMIT_RATIO)
+        key = rule.full_key
+        if after > limit:
+            if before >= limit:
+                self.stats.add(key, _OVER, hits)
+            else:
+                self.stats.add(key, _OVER, after - limit)
+                self.stats.add(key, _NEAR, limit - max(near, before))
+            if rule.shadow_mode or self.shadow_mode:
+                self.stats.add(key, _SHADOW, hits)
+                return DescriptorResult(False, rule, 0, reset)
+            return DescriptorResult(True, rule, 0, reset)
+        if after > near:
+            self.stats.add(key, _NEAR, after - max(near, before))
+        self.stats.add(key, _WITHIN, hits)
+        return DescriptorResult(False, rule, limit - after, reset)
+
+
+def _headers(results: list[DescriptorResult], over_limit: bool) -> list[tuple[str, str]]:
+    """RateLimit-* of the tightest limited descriptor (the one with the fewest requests left)."""
+    tightest: DescriptorResult | None = None
+    for r in results:
+        if r.limit is None:
+            continue
+        if tightest is None or (r.over_limit, -r.remaining) > (tightest.over_limit, -tightest.remaining):
+            tightest = r
+    if tightest is None or tightest.limit is None:
+        return []
+    headers = [
+        ("ratelimit-limit", str(tightest.limit.requests_per_unit)),
+        ("ratelimit-remaining", str(tightest.remaining)),
+        ("ratelimit-reset", str(tightest.reset)),
+    ]
+    if over_limit:
+        headers.append(("retry-after", str(tightest.reset)))
+    return headers

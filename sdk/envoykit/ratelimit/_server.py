@@ -1,0 +1,257 @@
+"""The gRPC rate-limit service Envoy's ``envoy.filters.http.ratelimit`` calls, with hot reload.
+
+``RateLimitServer`` serves ``envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit``
+(grpc.aio), gRPC health, and Prometheus ``/metrics``. ``ConfigWatcher`` re-reads the config
+directory when its contents change: a good set replaces the old one at once; a bad file is
+logged with file, document path and reason, counted, and the previous config stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from google.protobuf import duration_pb2
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from .._errors import ConfigError
+from ..runtime._address import parse_listen_address
+from ..runtime._health import HealthState
+from ..runtime._metrics import MetricsEndpoint
+from ..runtime._server import check_protobuf_backend, new_event_loop_factory
+from ._backends import Backend, make_backend
+from ._config import DomainConfig, load_directory, read_directory
+from ._limiter import Algorithm, Limiter
+
+__all__ = ["DEFAULT_PORT", "ConfigWatcher", "RateLimitServer", "RateLimitServicer", "run_ratelimit"]
+
+log = logging.getLogger("envoykit.ratelimit")
+SERVICE_NAME = "envoy.service.ratelimit.v3.RateLimitService"
+DEFAULT_PORT = 8081
+_UNIT_NAMES = {1: "second", 2: "minute", 3: "hour", 4: "day", 7: "week"}
+_UNIT_ENUM = {"second": 1, "minute": 2, "hour": 3, "day": 4, "week": 7}
+_OK = rls_pb2.RateLimitResponse.OK
+_OVER = rls_pb2.RateLimitResponse.OVER_LIMIT
+
+
+class ConfigWatcher:
+    """The current config of a directory; ``check()`` reloads it when the files changed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.config: dict[str, DomainConfig] = {}
+        self.loads = 0
+        self.errors = 0
+        #: The last load error (``str`` of a ``ConfigError``), or None after a good load.
+        self.last_error: str | None = None
+        self._seen: list[tuple[str, str]] | None = None
+
+    def check(self) -> bool:
+        """Reload if anything changed; True when a new config took effect."""
+        try:
+            files = read_directory(self.directory)
+        except OSError as exc:
+            files = None
+            problem = f"{self.directory}: cannot read the config directory: {exc}"
+        if files is not None and files == self._seen:
+            return False
+        if files is not None:
+            self._seen = files
+            try:
+                config = load_directory(self.directory, files)
+            except ConfigError as exc:
+                problem = str(exc)
+            else:
+                self.config = config
+                self.loads += 1
+                self.last_error = None
+                log.info("rate-limit config loaded: %s", ", ".join(sorted(config)) or "no domains")
+                return True
+        if problem != self.last_error:
+            self.errors += 1
+            self.last_error = problem
+            log.error("rate-limit config not loaded, the previous one stays in force: %s", problem)
+        return False
+
+    def collect(self) -> Iterator[Metric]:
+        loads = CounterMetricFamily("envoykit_ratelimit_config_loads", "Config sets loaded")
+        loads.add_metric([], self.loads)
+        errors = CounterMetricFamily("envoykit_ratelimit_config_load_errors", "Config reloads refused")
+        errors.add_metric([], self.errors)
+        yield loads
+        yield errors
+
+
+class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
+    """``ShouldRateLimit``: the protobuf adapter around ``Limiter``."""
+
+    def __init__(self, limiter: Limiter, watcher: ConfigWatcher) -> None:
+        self.limiter = limiter
+        self.watcher = watcher
+
+    async def ShouldRateLimit(
+        self, request: rls_pb2.RateLimitRequest, context: Any
+    ) -> rls_pb2.RateLimitResponse:
+        descriptors = [[(e.key, e.value) for e in d.entries] for d in request.descriptors]
+        overrides: list[tuple[int, str] | None] = []
+        for d in request.descriptors:
+            unit = _UNIT_NAMES.get(d.limit.unit) if d.HasField("limit") else None
+            overrides.append((d.limit.requests_per_unit, unit) if unit else None)
+        decision = await self.limiter.decide(
+            self.watcher.config,
+            request.domain,
+            descriptors,
+            hits_addend=request.hits_addend or 1,
+            overrides=overrides if any(overrides) else None,
+        )
+        response = rls_pb2.RateLimitResponse(overall_code=_OVER if decision.over_limit else _OK)
+        for result in decision.results:
+            status = response.statuses.add(code=_OVER if result.over_limit else _OK)
+            status.limit_remaining = result.remaining
+            if result.limit is not None:
+                status.current_limit.requests_per_unit = result.limit.requests_per_unit
+                status.current_limit.unit = _UNIT_ENUM[result.limit.unit]
+                status.current_limit.name = result.limit.name
+                status.duration_until_reset.CopyFrom(duration_pb2.Duration(seconds=result.reset))
+        for name, value in decision.headers:
+            response.response_headers_to_add.append(base_pb2.HeaderValue(key=name, value=value))
+        return response
+
+
+class _Collector:
+    def __init__(self, *parts: Any) -> None:
+        self.parts = parts
+
+    def collect(self) -> Iterator[Metric]:
+        for part in self.parts:
+            yield from part.collect()
+
+
+class RateLimitServer:
+    """The rate-limit service: gRPC on ``address``, ``/metrics`` on ``metrics_address``.
+
+    ``reload_interval``: seconds between checks of the config directory (0: only ``reload()``).
+    """
+
+    def __init__(
+        self,
+        config_dir: Path,
+        *,
+        address: str = f"0.0.0.0:{DEFAULT_PORT}",
+        backend: Backend | None = None,
+        redis_url: str | None = None,
+        redis_timeout: float = 0.05,
+        algorithm: Algorithm = "fixed",
+        failure_mode: Literal["open", "closed"] = "open",
+        shadow_mode: bool = False,
+        key_prefix: str = "",
+        metrics_address: str = "",
+        reload_interval: float = 1.0,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not config_dir.is_dir():
+            raise ConfigError(f"{config_dir} is not a directory", field="config_dir")
+        self.listen = parse_listen_address(address)
+        self.watcher = ConfigWatcher(config_dir)
+        self.watcher.check()
+        if self.watcher.last_error is not None:
+            raise ConfigError(self.watcher.last_error)
+        self.backend = backend if backend is not None else make_backend(redis_url, timeout=redis_timeout)
+        self.limiter = Limiter(
+            self.backend,
+            algorithm=algorithm,
+            failure_mode=failure_mode,
+            shadow_mode=shadow_mode,
+            key_prefix=key_prefix,
+            clock=clock,
+        )
+        self.registry = registry or CollectorRegistry()
+        self.registry.register(_Collector(self.limiter.stats, self.watcher))
+        self.reload_interval = reload_interval
+        self.health = HealthState([SERVICE_NAME])
+        self._metrics = MetricsEndpoint(self.registry, metrics_address) if metrics_address else None
+        self._server: grpc.aio.Server | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return self.listen.with_port(self.port).target
+
+    @property
+    def metrics_port(self) -> int:
+        return self._metrics.port if self._metrics is not None else 0
+
+    def reload(self) -> bool:
+        return self.watcher.check()
+
+    async def start(self) -> None:
+        check_protobuf_backend()
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(
+            RateLimitServicer(self.limiter, self.watcher), server
+        )
+        self.health.add_to_server(server)
+        port = server.add_insecure_port(self.listen.target)
+        if port == 0 and not self.listen.is_unix:
+            raise OSError(f"envoykit ratelimit cannot listen on {self.listen.target}")
+        self.port = port
+        await server.start()
+        self._server = server
+        if self._metrics is not None:
+            self._metrics.start()
+        if self.reload_interval > 0:
+            self._watch = asyncio.ensure_future(self._watch_loop())
+        await self.health.set_serving()
+        log.info(
+            "envoykit ratelimit serving on %s (domains: %s)", self.address, ", ".join(self.watcher.config)
+        )
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.reload_interval)
+            try:
+                await asyncio.to_thread(self.watcher.check)
+            except Exception:  # never let the watcher die
+                log.exception("rate-limit config watcher failed")
+
+    async def stop(self, grace: float | None = 2.0) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._server is not None:
+            await self.health.shutting_down()
+            await self._server.stop(grace)
+            self._server = None
+        if self._metrics is not None:
+            self._metrics.stop()
+        await self.backend.close()
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+def run_ratelimit(server: RateLimitServer) -> None:
+    """Serve until SIGTERM/SIGINT (blocking; for the CLI)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        await stop.wait()
+        await server.stop()
+
+    with asyncio.Runner(loop_factory=new_event_loop_factory()) as runner:
+        runner.run(main())
