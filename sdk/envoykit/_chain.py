@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 from ._attributes import Attributes
 from ._errors import FilterDefinitionError, PlacementError
-from ._filter import FailureMode, HttpFilter
+from ._filter import FailureMode, HttpFilter, NoState
 from ._headers import Headers
 from ._messages import Request, Response
 from ._metadata import Metadata, MetadataStore
@@ -50,6 +50,31 @@ T = TypeVar("T")
 
 #: A running phase: yields awaitables (async hooks only), returns the final local reply, if any.
 PhaseRun = Generator[Awaitable[Any], Any, T]
+#: What fail-open restores when a hook raises: the headers' and the namespace's checkpoints.
+_UndoPoint = tuple[Any, Any]
+
+
+class _Ran(Generator[Awaitable[Any], Any, T]):
+    """A phase of a chain without async hooks, already run: the drivers return its value at once."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def send(self, value: Any) -> Awaitable[Any]:
+        raise StopIteration(self.value)
+
+    def throw(self, *args: Any) -> Awaitable[Any]:
+        raise StopIteration(self.value)
+
+    def close(self) -> None:
+        pass
+
+
+#: The usual outcome of a phase (no reply), made once.
+_RAN_NONE: _Ran[Any] = _Ran(None)
+
 
 _BODY_LOCKED = "the body can only be changed in a body hook (on_request_body/on_response_body)"
 
@@ -89,6 +114,12 @@ class Chain:
             needs = needs | f.needs()
         #: The union of what the filters need; runtimes ask Envoy for exactly this.
         self.needs = needs
+        # Filters that keep no state all share one (attribute-less) NoState: nothing to make per request.
+        self._shared_states: tuple[Any, ...] | None = None
+        #: No hook is async: phases run as plain calls (``Stream._phase``).
+        self._all_sync = not any(type(f).async_hooks() for f in self.filters)
+        if all(type(f).State is NoState and type(f).new_state is HttpFilter.new_state for f in self.filters):
+            self._shared_states = (NoState(),) * len(self.filters)
         # Precomputed per phase: (index, filter, bound hook, is_async) in run order.
         self._plan: dict[Phase, tuple[tuple[int, HttpFilter[Any, Any], Any, bool], ...]] = {}
         for phase in Phase:
@@ -161,7 +192,8 @@ class Stream:
         self.chain = chain
         self.attributes = attributes
         self.metadata = metadata
-        self.states = [f.new_state() for f in chain.filters]
+        shared = chain._shared_states
+        self.states: Sequence[Any] = shared if shared is not None else [f.new_state() for f in chain.filters]
         self._view = Metadata(metadata, "envoykit")
         self.request: Request | None = None
         self.response: Response | None = None
@@ -176,7 +208,7 @@ class Stream:
             headers, attributes=self.attributes, metadata=self._view, end_of_stream=end_of_stream
         )
         self.request.headers.unfreeze()
-        return self._run(Phase.REQUEST_HEADERS, self.request)
+        return self._phase(Phase.REQUEST_HEADERS, self.request)
 
     def request_body(self, data: bytes, end_of_stream: bool) -> PhaseRun[Response | None]:
         request = self._need_request()
@@ -190,7 +222,7 @@ class Stream:
         request.trailers = trailers
         request.end_of_stream = True
         request.headers.freeze("the request headers went upstream before the trailers")
-        return self._run(Phase.REQUEST_TRAILERS, request)
+        return self._phase(Phase.REQUEST_TRAILERS, request)
 
     # -- response side ---------------------------------------------------------------------
     def response_headers(self, headers: Headers, end_of_stream: bool = False) -> PhaseRun[Response | None]:
@@ -203,7 +235,7 @@ class Stream:
             metadata=self._view,
             end_of_stream=end_of_stream,
         )
-        return self._run(Phase.RESPONSE_HEADERS, self.response)
+        return self._phase(Phase.RESPONSE_HEADERS, self.response)
 
     def response_body(self, data: bytes, end_of_stream: bool) -> PhaseRun[Response | None]:
         response = self._need_response()
@@ -217,7 +249,7 @@ class Stream:
         response.trailers = trailers
         response.end_of_stream = True
         response.headers.freeze("the response headers went downstream before the trailers")
-        return self._run(Phase.RESPONSE_TRAILERS, response)
+        return self._phase(Phase.RESPONSE_TRAILERS, response)
 
     # -- engine ----------------------------------------------------------------------------
     def _need_request(self) -> Request:
@@ -233,13 +265,34 @@ class Stream:
             )
         return self.response
 
+    def _phase(self, phase: Phase, message: Request | Response) -> PhaseRun[Response | None]:
+        """Run ``phase``; a chain without async hooks runs as plain calls, no generator frames
+        (each costs several microseconds inside Envoy's Wasm VM)."""
+        if self.chain._all_sync:
+            reply = self._run_sync(phase, message)
+            return _RAN_NONE if reply is None else _Ran(reply)
+        return self._run(phase, message)
+
     def _body_phase(
         self, phase: Phase, message: Request | Response, received: int, mode: BodyMode
     ) -> PhaseRun[Response | None]:
-        """Run a body phase; a buffered body whose length changed takes its content-length along
+        if self.chain._all_sync:
+            return _Ran(self._sized(self._run_sync(phase, message), message, received, mode))
+        return self._body_phase_async(phase, message, received, mode)
+
+    def _body_phase_async(
+        self, phase: Phase, message: Request | Response, received: int, mode: BodyMode
+    ) -> PhaseRun[Response | None]:
+        reply = yield from self._run(phase, message)
+        return self._sized(reply, message, received, mode)
+
+    @staticmethod
+    def _sized(
+        reply: Response | None, message: Request | Response, received: int, mode: BodyMode
+    ) -> Response | None:
+        """After a body phase: a buffered body whose length changed takes its content-length along
         (Envoy rejects a body that contradicts the content-length it holds). Every runtime then
         just sends the header changes, content-length included."""
-        reply = yield from self._run(phase, message)
         headers = message.headers
         if (
             reply is None
@@ -252,16 +305,59 @@ class Stream:
             headers.set("content-length", str(len(message.body)))
         return reply
 
+    def _run_sync(self, phase: Phase, message: Request | Response) -> Response | None:
+        """``_run`` for chains without async hooks."""
+        body_hook = phase is Phase.REQUEST_BODY or phase is Phase.RESPONSE_BODY
+        for index, flt, hook, _ in self.chain._plan[phase]:
+            outcome = self._call_sync(phase, index, flt, hook, message, body_hook)
+            if outcome is not None:
+                return drive_sync(self._replied(outcome, flt, index, phase))
+        return None
+
     def _run(self, phase: Phase, message: Request | Response) -> PhaseRun[Response | None]:
         """Run ``phase``'s hooks; on a reply, finish it through the response hooks."""
-        body_hook = phase in (Phase.REQUEST_BODY, Phase.RESPONSE_BODY)
+        body_hook = phase is Phase.REQUEST_BODY or phase is Phase.RESPONSE_BODY
         for index, flt, hook, is_async in self.chain._plan[phase]:
             outcome = yield from self._call(phase, index, flt, hook, is_async, message, body_hook)
             if outcome is not None:
-                if self.replied_by is None:
-                    self.replied_by = flt.name
-                return (yield from self._local_reply(outcome, index, replier_included=phase.is_request))
+                return (yield from self._replied(outcome, flt, index, phase))
         return None
+
+    def _replied(
+        self, reply: Reply, flt: HttpFilter[Any, Any], index: int, phase: Phase
+    ) -> Generator[Awaitable[Any], Any, Response]:
+        if self.replied_by is None:
+            self.replied_by = flt.name
+        return self._local_reply(reply, index, replier_included=phase.is_request)
+
+    def _call_sync(
+        self,
+        phase: Phase,
+        index: int,
+        flt: HttpFilter[Any, Any],
+        hook: Any,
+        message: Request | Response,
+        body_hook: bool,
+    ) -> Reply | None:
+        """Call one sync hook: its reply, or what its failure mode makes of an exception."""
+        self._view.namespace = flt.metadata_namespace
+        body_snap = (message._body, message._body_changed)
+        # Only fail-open needs to undo a failed hook's changes: take those copies only then.
+        undo = self._undo_point(flt, message) if flt.failure_mode is FailureMode.OPEN else None
+        observer = self.chain.observer
+        started = time.perf_counter() if observer is not None else 0.0  # a clock read is a host call in Wasm
+        failed = False
+        try:
+            result = hook(message, self.states[index])
+            if result is None and (body_hook or not message._body_changed or message._body is body_snap[0]):
+                return None
+            return self._checked(flt, phase, result, message, body_hook, body_snap[0])
+        except Exception as exc:  # noqa: BLE001 - a filter bug must never take the stream down
+            failed = True
+            return self._failed(flt, phase, exc, message, body_snap, undo)
+        finally:
+            if observer is not None:
+                observer.hook_done(self.chain.name, flt.name, phase, time.perf_counter() - started, failed)
 
     def _call(
         self,
@@ -273,36 +369,60 @@ class Stream:
         message: Request | Response,
         body_hook: bool,
     ) -> Generator[Awaitable[Any], Any, Reply | None]:
+        """``_call_sync`` for chains with async hooks: awaits the hook's result when it is one."""
+        if not is_async:
+            return self._call_sync(phase, index, flt, hook, message, body_hook)
         self._view.namespace = flt.metadata_namespace
         body_snap = (message._body, message._body_changed)
-        # Only fail-open needs to undo a failed hook's changes: take those copies only then.
-        undo = flt.failure_mode is FailureMode.OPEN
-        headers_snap = message.headers.checkpoint() if undo else None
-        meta_snap = self.metadata.checkpoint(flt.metadata_namespace) if undo else None
+        undo = self._undo_point(flt, message) if flt.failure_mode is FailureMode.OPEN else None
         observer = self.chain.observer
-        started = time.perf_counter() if observer is not None else 0.0  # a clock read is a host call in Wasm
+        started = time.perf_counter() if observer is not None else 0.0
         failed = False
         try:
-            result = hook(message, self.states[index])
-            if is_async:
-                result = yield result
-            if result is not None and not isinstance(result, Reply):
-                raise FilterDefinitionError(
-                    f"{flt.name}.{phase.hook_name} returned {result!r}; return None or a Reply"
-                )
-            if not body_hook and message._body_changed and message._body is not body_snap[0]:
-                raise FilterDefinitionError(f"{flt.name}.{phase.hook_name}: {_BODY_LOCKED}")
-            return result
+            result = yield hook(message, self.states[index])
+            return self._checked(flt, phase, result, message, body_hook, body_snap[0])
         except Exception as exc:  # noqa: BLE001 - a filter bug must never take the stream down
             failed = True
-            message._body, message._body_changed = body_snap
-            if headers_snap is not None and meta_snap is not None:
-                message.headers.rollback(headers_snap)
-                self.metadata.rollback(flt.metadata_namespace, meta_snap)
-            return self._on_error(flt, phase, exc)
+            return self._failed(flt, phase, exc, message, body_snap, undo)
         finally:
             if observer is not None:
                 observer.hook_done(self.chain.name, flt.name, phase, time.perf_counter() - started, failed)
+
+    def _undo_point(self, flt: HttpFilter[Any, Any], message: Request | Response) -> _UndoPoint:
+        return message.headers.checkpoint(), self.metadata.checkpoint(flt.metadata_namespace)
+
+    @staticmethod
+    def _checked(
+        flt: HttpFilter[Any, Any],
+        phase: Phase,
+        result: Any,
+        message: Request | Response,
+        body_hook: bool,
+        body_before: bytes,
+    ) -> Reply | None:
+        """The hook's result, once it is known to keep the rules (raises if it does not)."""
+        if result is not None and not isinstance(result, Reply):
+            raise FilterDefinitionError(
+                f"{flt.name}.{phase.hook_name} returned {result!r}; return None or a Reply"
+            )
+        if not body_hook and message._body_changed and message._body is not body_before:
+            raise FilterDefinitionError(f"{flt.name}.{phase.hook_name}: {_BODY_LOCKED}")
+        return result
+
+    def _failed(
+        self,
+        flt: HttpFilter[Any, Any],
+        phase: Phase,
+        exc: Exception,
+        message: Request | Response,
+        body_snap: tuple[bytes, bool],
+        undo: _UndoPoint | None,
+    ) -> Reply | None:
+        message._body, message._body_changed = body_snap
+        if undo is not None:
+            message.headers.rollback(undo[0])
+            self.metadata.rollback(flt.metadata_namespace, undo[1])
+        return self._on_error(flt, phase, exc)
 
     def _on_error(self, flt: HttpFilter[Any, Any], phase: Phase, exc: Exception) -> Reply | None:
         mode = flt.failure_mode
@@ -371,6 +491,8 @@ class Stream:
 
 def drive_sync(run: PhaseRun[T], placement: str = "here") -> T:
     """Run a phase where nothing can be awaited; an async hook is a ``PlacementError``."""
+    if type(run) is _Ran:
+        return run.value  # type: ignore[no-any-return]
     try:
         awaitable = run.send(None)
     except StopIteration as stop:

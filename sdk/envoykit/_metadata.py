@@ -42,7 +42,9 @@ class MetadataStore:
     __slots__ = ("_data", "_dirty")
 
     def __init__(self, received: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        self._data: dict[str, dict[str, Any]] = {ns: dict(values) for ns, values in (received or {}).items()}
+        self._data: dict[str, dict[str, Any]] = (
+            {ns: dict(values) for ns, values in received.items()} if received else {}
+        )
         self._dirty: set[str] = set()
 
     def namespace(self, name: str) -> dict[str, Any]:

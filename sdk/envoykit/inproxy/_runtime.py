@@ -17,7 +17,6 @@ same in both placements:
 from __future__ import annotations
 
 import json
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +43,6 @@ class _Direction:
     headers_map: int
     trailers_map: int
     body_buffer: int
-    body_mode: Callable[[Chain], BodyMode]
     start_headers: Callable[[Stream, Headers, bool], PhaseRun[Response | None]]
     body: Callable[[Stream, bytes, bool], PhaseRun[Response | None]]
     trailers: Callable[[Stream, Headers], PhaseRun[Response | None]]
@@ -59,7 +57,6 @@ _REQUEST = _Direction(
     HeaderMap.REQUEST_HEADERS,
     HeaderMap.REQUEST_TRAILERS,
     BufferType.HTTP_REQUEST_BODY,
-    lambda chain: chain.needs.request_body,
     Stream.request_headers,
     Stream.request_body,
     Stream.request_trailers,
@@ -72,7 +69,6 @@ _RESPONSE = _Direction(
     HeaderMap.RESPONSE_HEADERS,
     HeaderMap.RESPONSE_TRAILERS,
     BufferType.HTTP_RESPONSE_BODY,
-    lambda chain: chain.needs.response_body,
     Stream.response_headers,
     Stream.response_body,
     Stream.response_trailers,
@@ -160,6 +156,7 @@ class InProxyRuntime:
         self.failure_mode_allow = False
         self._contexts: dict[int, _Context] = {}
         self._wanted = Callback.ALL
+        self._modes = (BodyMode.NONE, BodyMode.NONE)
 
     # -- configuration -----------------------------------------------------------------------
     def on_configure(self, configuration: bytes) -> bool:
@@ -172,6 +169,8 @@ class InProxyRuntime:
         self.chain.bind_metrics(_EnvoyMetrics(self.host))
         self.chain.bind_shared_data(_EnvoySharedData(self.host))
         self._wanted = self.callbacks()
+        #: Body mode per body buffer type (0 request, 1 response), looked up on every callback.
+        self._modes = (self.chain.needs.request_body, self.chain.needs.response_body)
         return True
 
     def _build(self, configuration: bytes) -> tuple[Chain, bool]:
@@ -312,8 +311,8 @@ class InProxyRuntime:
             if self.chain is None or not self._wanted & bit:
                 return 0  # not configured, or a callback the chain cannot act on: pass
             # Properties cost a host round trip each: fetch them only if a filter reads one.
-            attributes = typing.cast(Attributes, _LazyAttributes(self._attributes))
-            ctx = self._contexts[context_id] = _Context(self.chain.stream(attributes))
+            attributes = _LazyAttributes(self._attributes)
+            ctx = self._contexts[context_id] = _Context(self.chain.stream(attributes))  # type: ignore[arg-type]
         elif ctx.replied:
             return 0  # Envoy running our own local reply through us: pass
         try:
@@ -339,13 +338,15 @@ class InProxyRuntime:
         reply = drive_sync(direction.start_headers(ctx.stream, headers, end_of_stream), PLACEMENT)
         if reply is not None:
             return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
-        mode = direction.body_mode(ctx.stream.chain)
+        mode = self._modes[direction.body_buffer]
         if mode is BodyMode.STREAMED and not end_of_stream:
             message = direction.message(ctx.stream)
             message.headers.unfreeze()
             message.headers.remove("content-length")  # chunks may change size: go chunked
-        self._write_headers(direction.headers_map, headers)
-        self._emit_metadata(ctx)
+        if headers._touched:
+            self._write_headers(direction.headers_map, headers)
+        if ctx.stream.metadata._dirty:
+            self._emit_metadata(ctx)
         if mode is BodyMode.BUFFERED and not end_of_stream:
             return HeadersStatus.STOP_ITERATION  # hold headers so the body can fix content-length
         ctx.last = not self._wanted & (direction.later | (0 if end_of_stream else direction.after_headers))
@@ -353,7 +354,7 @@ class InProxyRuntime:
 
     def _body(self, ctx: _Context, direction: _Direction, size: int, end_of_stream: int) -> int:
         end_of_stream = bool(end_of_stream)
-        mode = direction.body_mode(ctx.stream.chain)
+        mode = self._modes[direction.body_buffer]
         if mode is BodyMode.NONE or direction.body_buffer in ctx.body_done:
             return DataStatus.CONTINUE
         if mode is BodyMode.BUFFERED:
@@ -368,7 +369,7 @@ class InProxyRuntime:
         if reply is not None:
             return self._send(ctx, reply, DataStatus.STOP_ITERATION_AND_BUFFER)
         message = direction.message(ctx.stream)
-        buffered = direction.body_mode(ctx.stream.chain) is BodyMode.BUFFERED
+        buffered = self._modes[direction.body_buffer] is BodyMode.BUFFERED
         if message.body_changed:
             self.host.set_buffer(direction.body_buffer, 0, size, message.body)
         if buffered:  # headers were held: they go out now, the engine's content-length included
