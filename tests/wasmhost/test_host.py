@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from envoykit.testing import UpstreamResponse
-from envoykit.testing.wasmhost import Action, LogLevel, MetricType, WasmHost
+from envoykit.testing.wasmhost import Action, LogLevel, MetricType, WasmHost, WasmHostError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -138,3 +138,19 @@ def test_shared_data_is_per_host_unless_shared(wasm_filter: Build) -> None:
     assert result.upstream_request is not None
     assert result.upstream_request.headers["x-hits"] == "43"
     assert WasmHost.load(wasm_filter("observe")).shared_data.to_dict() == {}
+
+
+def test_metered_host_counts_the_guests_instructions(wasm_filter: Build) -> None:
+    plain = WasmHost.load(wasm_filter("headers"))
+    with pytest.raises(WasmHostError, match="metered=True"):
+        _ = plain.instructions
+    host = WasmHost.load(wasm_filter("headers"), metered=True)
+    started = host.instructions
+    assert started > 0  # start-up ran guest code
+    costs = []
+    for _ in range(3):
+        before = host.instructions
+        host.request("GET", "/a")
+        costs.append(host.instructions - before)
+    # Past the first request (the allocator warms up), a C filter's identical requests cost the same.
+    assert costs[0] > 0 and costs[1] == costs[2] > 0

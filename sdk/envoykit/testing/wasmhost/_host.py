@@ -32,22 +32,32 @@ __all__ = ["WasmHost", "PropertyKey", "compile_module", "property_path"]
 
 PropertyKey = str | tuple[str, ...]
 
-_ENGINE = wasmtime.Engine()
-_MODULES: dict[tuple[str, int, int], wasmtime.Module] = {}
+
+def _engine(metered: bool) -> wasmtime.Engine:
+    config = wasmtime.Config()
+    config.consume_fuel = metered
+    return wasmtime.Engine(config)
 
 
-def compile_module(path: str | os.PathLike[str]) -> wasmtime.Module:
+#: Plain, and metered: counts every Wasm instruction the guest runs (wasmtime "fuel").
+_ENGINES = {False: _engine(False), True: _engine(True)}
+_MODULES: dict[tuple[str, int, int, bool], wasmtime.Module] = {}
+#: Fuel a metered store starts with: far more than any test runs.
+_FUEL = 1 << 62
+
+
+def compile_module(path: str | os.PathLike[str], *, metered: bool = False) -> wasmtime.Module:
     """The compiled module for ``path``, compiled at most once per file version per process."""
     resolved = Path(path).resolve()
     try:
         info = resolved.stat()
     except OSError as exc:
         raise WasmLoadError(f"cannot read Wasm module {resolved}: {exc}") from exc
-    key = (str(resolved), info.st_mtime_ns, info.st_size)
+    key = (str(resolved), info.st_mtime_ns, info.st_size, metered)
     module = _MODULES.get(key)
     if module is None:
         try:
-            module = wasmtime.Module.from_file(_ENGINE, str(resolved))
+            module = wasmtime.Module.from_file(_ENGINES[metered], str(resolved))
         except wasmtime.WasmtimeError as exc:
             raise WasmLoadError(f"{resolved} is not a valid Wasm module: {exc}") from exc
         _MODULES[key] = module
@@ -83,8 +93,10 @@ class WasmHost:
         clock: Callable[[], int] = time.time_ns,
         root_id: int = 1,
         name: str = "wasmhost",
+        metered: bool = False,
     ) -> None:
         self.name = name
+        self._metered = metered
         self.vm = VmState(
             root_id=root_id,
             vm_configuration=_as_bytes(vm_configuration),
@@ -95,7 +107,9 @@ class WasmHost:
         )
         self._next_context = root_id + 1
         self._broken: str | None = None
-        self._store = wasmtime.Store(_ENGINE)
+        self._store = wasmtime.Store(_ENGINES[metered])
+        if metered:
+            self._store.set_fuel(_FUEL)
         self._store.set_wasi(wasmtime.WasiConfig())  # no preopened dirs, no env, no args
         self._instance = self._instantiate(module)
         self._exports = self._instance.exports(self._store)
@@ -123,10 +137,11 @@ class WasmHost:
         ``"xds.route_name"``) or tuples of segments; values are ``str``/``bytes`` (as is),
         ``int`` (8-byte little-endian, as Envoy sends integers) or ``bool``. Per-request
         attributes (``request.path``, ``request.method``, ``response.code``...) come from the
-        stream itself. Other options: ``shared_data``, ``clock`` (nanoseconds), ``root_id``.
+        stream itself. Other options: ``shared_data``, ``clock`` (nanoseconds), ``root_id``, and
+        ``metered=True`` to count the guest's instructions (``instructions``).
         """
         return cls(
-            compile_module(path),
+            compile_module(path, metered=bool(options.get("metered"))),
             configuration=configuration,
             vm_configuration=vm_configuration,
             properties=properties,
@@ -156,6 +171,14 @@ class WasmHost:
     def tick_period_ms(self) -> int:
         """What the filter last asked for with ``proxy_set_tick_period_milliseconds`` (0: none)."""
         return self.vm.tick_period_ms
+
+    @property
+    def instructions(self) -> int:
+        """Wasm instructions the guest has run so far (start-up included): a deterministic cost
+        measure for comparing filter versions, independent of machine load. Needs ``metered=True``."""
+        if not self._metered:
+            raise WasmHostError("load the module with metered=True to count instructions")
+        return _FUEL - self._store.get_fuel()
 
     @property
     def broken(self) -> bool:
@@ -240,7 +263,7 @@ class WasmHost:
                 "Missing or unknown Proxy-Wasm ABI version (the module exports none of "
                 f"{', '.join(ABI_MARKERS)})"
             )
-        linker = wasmtime.Linker(_ENGINE)
+        linker = wasmtime.Linker(_ENGINES[self._metered])
         linker.define_wasi()
         table = HostCalls(self.vm).table()
         for imp in module.imports:
