@@ -34,6 +34,8 @@ SIDECAR_CLUSTER = "envoykit_sidecar"
 _EXT_PROC = "envoy.filters.http.ext_proc"
 _PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
+_WASM = "envoy.filters.http.wasm"
+_FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 _AUTHZ_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
 #: Where Envoy keeps the dynamic metadata an ext_authz check returned.
 AUTHZ_METADATA_NAMESPACE = _EXT_AUTHZ
@@ -114,6 +116,10 @@ def render_bootstrap(
         }
     )
     routes = [_route(i, r, config, gateway.chains, bool(used)) for i, r in enumerate(config.routes)]
+    for route, out in zip(config.routes, routes, strict=True):
+        if config.in_proxy is not None and not route.in_proxy:
+            # Envoy's generic per-route switch: the Wasm filter is skipped on this route.
+            out.setdefault("typed_per_filter_config", {})[_WASM] = {"@type": _FILTER_CONFIG, "disabled": True}
     if authz_chain is not None:
         for route, out in zip(config.routes, routes, strict=True):
             if not route.authz:

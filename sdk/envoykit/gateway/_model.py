@@ -213,6 +213,8 @@ class RouteSpec(_Spec):
     name: str | None = None
     #: Run the gateway's ``authz`` chain on this route (true by default when there is one).
     authz: bool = True
+    #: Run the gateway's ``in_proxy`` (Wasm) chain on this route (true by default when there is one).
+    in_proxy: bool = True
     #: Envoy route ``rate_limits`` (``[{actions: [{remote_address: {}}, ...]}]``, Envoy's own
     #: format): the descriptors sent to the ``ratelimit`` service for this route.
     rate_limits: list[dict[str, Any]] = Field(default_factory=list)
