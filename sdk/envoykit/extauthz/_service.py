@@ -29,7 +29,7 @@ from .._headers import Headers
 from .._messages import Response
 from .._metadata import MetadataStore
 from .._phases import BodyMode
-from ..runtime import CHAIN_METADATA_KEY, ChainRouter, SidecarMetrics, metadata_to_struct
+from ..runtime import CHAIN_METADATA_KEY, ChainRouter, SidecarMetrics, add_method_handlers, metadata_to_struct
 from ._convert import (
     CHAIN_CONTEXT_KEY,
     check_attributes,
@@ -126,10 +126,7 @@ class ExtAuthzService:
                 response_serializer=_serialize,
             )
         }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-        register = getattr(server, "add_registered_method_handlers", None)
-        if register is not None:
-            register(SERVICE_NAME, handlers)
+        add_method_handlers(server, SERVICE_NAME, handlers)
 
     # -- the two server models -----------------------------------------------------------------
     async def check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

@@ -25,7 +25,14 @@ from .._headers import Headers
 from .._messages import Request, Response
 from .._metadata import MetadataStore
 from .._phases import BodyMode
-from ..runtime import CHAIN_METADATA_KEY, ChainRouter, SidecarMetrics, metadata_to_struct, struct_to_dict
+from ..runtime import (
+    CHAIN_METADATA_KEY,
+    ChainRouter,
+    SidecarMetrics,
+    add_method_handlers,
+    metadata_to_struct,
+    struct_to_dict,
+)
 from ._attributes import build_attributes, raw_attributes
 from ._convert import fill_header_mutation, headers_in, immediate_response, processing_mode
 from ._protos import PROCESS_METHOD, SERVICE_NAME, ext_proc_pb2
@@ -146,10 +153,7 @@ class ExtProcService:
                 response_serializer=_serialize,
             )
         }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-        register = getattr(server, "add_registered_method_handlers", None)
-        if register is not None:  # grpcio >= 1.63: dispatch without the generic-handler scan
-            register(SERVICE_NAME, handlers)
+        add_method_handlers(server, SERVICE_NAME, handlers)
 
     # -- the stream: one loop per server model, everything else shared ---------------------
     async def process(

@@ -7,6 +7,7 @@ background-thread runner (``SidecarThread``). Protocol servicers plug into ``Sid
 """
 
 from ._address import DEFAULT_ADDRESS, ListenAddress, parse_listen_address
+from ._grpc import add_method_handlers
 from ._health import HEALTH_SERVICE_NAME, HealthState
 from ._metrics import HOOK_BUCKETS, MetricsEndpoint, SidecarMetrics
 from ._router import CHAIN_METADATA_KEY, ROUTE_METADATA_ATTRIBUTE, ChainRouter
@@ -25,6 +26,7 @@ from ._structs import dict_to_struct, metadata_to_struct, struct_to_dict, value_
 from ._thread import SidecarThread
 
 __all__ = [
+    "add_method_handlers",
     "CHAIN_METADATA_KEY",
     "ChainRouter",
     "DEFAULT_ADDRESS",
