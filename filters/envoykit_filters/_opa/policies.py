@@ -8,7 +8,6 @@ previous engine keeps answering, so a broken policy file never takes the service
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import threading
@@ -26,11 +25,8 @@ log = logging.getLogger("envoykit.filters.opa")
 _Snapshot = tuple[tuple[str, int, int], ...]
 
 
-#: Engines per (store, thread). regorus engines may only be used and dropped on the thread that
-#: made them, so they are never released from another thread (a thread replaces only its own).
-_ENGINES: dict[tuple[int, int], tuple[int, Any]] = {}
-_STORE_IDS = itertools.count()
-#: Superseded engines, kept: a reload costs one engine per thread that served the old version.
+#: Engines whose policy failed to compile: kept, since a traceback may hold them and be freed on
+#: any thread (regorus engines may only be dropped on the thread that made them).
 _RETIRED: list[Any] = []
 
 
@@ -99,8 +95,10 @@ class PolicyStore:
         # thread compiles its own engine from the current version.
         self._sources, engine = _compile(directory, self._snapshot)  # fails the filter's load
         self._version = 1
-        self._key = next(_STORE_IDS)
-        _ENGINES[(self._key, threading.get_ident())] = (self._version, engine)
+        # One engine per thread, in thread-local storage: used, replaced and (when the thread
+        # ends) dropped only on the thread that made it, as regorus requires.
+        self._local = threading.local()
+        self._local.engine = (self._version, engine)
         self._checked_at = clock()
         #: How many times policies were (re)loaded, and the last reload error (tests, logs).
         self.loads = 1
@@ -111,13 +109,10 @@ class PolicyStore:
         if now - self._checked_at >= self.check_interval:
             self._checked_at = now
             self.reload_if_changed()
-        slot = (self._key, threading.get_ident())
-        held = _ENGINES.get(slot)
+        held: tuple[int, Any] | None = getattr(self._local, "engine", None)
         if held is None or held[0] != self._version:
-            if held is not None:
-                _RETIRED.append(held[1])  # thread idents are reused: never drop it here
-            # Replaced on the thread that owns it (engines must be dropped where they were made).
-            held = _ENGINES[slot] = (self._version, _engine(self.directory, self._sources))
+            # The superseded engine is dropped here, on the thread that made it.
+            held = self._local.engine = (self._version, _engine(self.directory, self._sources))
         return held[1]
 
     def reload_if_changed(self) -> bool:
@@ -132,10 +127,7 @@ class PolicyStore:
             log.error("policy reload failed, keeping the previous policies: %s", self.last_error)
             return False
         self._sources, self._version = sources, self._version + 1
-        old = _ENGINES.get((self._key, threading.get_ident()))
-        if old is not None:
-            _RETIRED.append(old[1])
-        _ENGINES[(self._key, threading.get_ident())] = (self._version, engine)
+        self._local.engine = (self._version, engine)
         self.loads += 1
         self.last_error = None
         log.info("policies reloaded from %s (%d files)", self.directory, len(snapshot))
