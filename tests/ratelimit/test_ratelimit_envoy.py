@@ -149,7 +149,7 @@ def test_invalid_yaml_is_reported_and_previous_config_stays(
     wait_for(lambda: watcher.last_error, what="the reload error")
     assert watcher.last_error == (
         f"{directory / 'gateway.yaml'}: descriptors[0].rate_limit.unit: invalid rate limit unit 'fortnight' "
-        "(one of second, minute, hour, day, week)"
+        "(one of second, minute, hour, day, week, month, year)"
     )
     assert any("previous one stays in force" in r.getMessage() for r in caplog.records)
     assert statuses(envoy.url("/"), 3, tenant="b") == [200, 200, 429]  # still the old limit of 2

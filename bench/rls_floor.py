@@ -1,0 +1,77 @@
+"""Reference floor for the rate-limit bench: the plainest ``ShouldRateLimit`` servicer, no SDK.
+
+It answers one prebuilt OK ``RateLimitResponse`` to every call, on ``grpc.server`` with a thread
+pool (``--threads N``, default 4) or on ``grpc.aio`` (``--aio``, uvloop when installed). It shows
+what grpcio itself costs per unary call on this machine, so the service's decisions/s can be read
+as a fraction of the best any Python RLS on grpcio can do. Serves until SIGTERM.
+
+Usage: .venv/bin/python bench/rls_floor.py --port N [--threads 4 | --aio]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import threading
+from concurrent import futures
+from typing import Any
+
+import grpc
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+_OK = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
+
+
+class SyncFloor(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
+    def ShouldRateLimit(self, request: Any, context: Any) -> Any:
+        return _OK
+
+
+class AioFloor(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
+    async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
+        return _OK
+
+
+def serve_sync(port: int, threads: int) -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=[("grpc.so_reuseport", 0)])
+    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(SyncFloor(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    server.stop(0)
+
+
+async def serve_aio(port: int) -> None:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(AioFloor(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--aio", action="store_true")
+    opts = parser.parse_args()
+    if opts.aio:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        asyncio.run(serve_aio(opts.port))
+    else:
+        serve_sync(opts.port, opts.threads)
+
+
+if __name__ == "__main__":
+    main()
