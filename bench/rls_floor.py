@@ -3,7 +3,8 @@
 It answers one prebuilt OK ``RateLimitResponse`` to every call, on ``grpc.server`` with a thread
 pool (``--threads N``, default 4) or on ``grpc.aio`` (``--aio``, uvloop when installed). It shows
 what grpcio itself costs per unary call on this machine, so the service's decisions/s can be read
-as a fraction of the best any Python RLS on grpcio can do. Serves until SIGTERM.
+as a fraction of the best any Python RLS on grpcio can do. Serves until SIGTERM, then prints
+``calls N`` (how many calls it answered).
 
 Usage: .venv/bin/python bench/rls_floor.py --port N [--threads 4 | --aio]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import signal
 import threading
 from concurrent import futures
@@ -20,16 +22,24 @@ from typing import Any
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
+from envoykit.runtime._server import tune_garbage_collector
+
 _OK = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
+
+
+#: Calls answered (``itertools.count`` is atomic under the GIL); printed at exit.
+CALLS = itertools.count()
 
 
 class SyncFloor(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
     def ShouldRateLimit(self, request: Any, context: Any) -> Any:
+        next(CALLS)
         return _OK
 
 
 class AioFloor(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
     async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
+        next(CALLS)
         return _OK
 
 
@@ -61,6 +71,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--aio", action="store_true")
     opts = parser.parse_args()
+    tune_garbage_collector()  # as the service does: the floor gets the same GC settings
     if opts.aio:
         try:
             import uvloop
@@ -71,6 +82,7 @@ def main() -> None:
         asyncio.run(serve_aio(opts.port))
     else:
         serve_sync(opts.port, opts.threads)
+    print(f"calls {next(CALLS)}", flush=True)
 
 
 if __name__ == "__main__":
