@@ -14,7 +14,8 @@ h2load it falls back to a grpc.aio client, which itself saturates below ~5k call
 ``floor`` is ``bench/rls_floor.py``: a servicer that returns one prebuilt OK, on the same
 ``grpc.server`` thread pool the service uses. Reported: decisions/s (wall clock), service CPU in
 cores, decisions per service core-second (the one-core capacity; the steadier number on a shared
-machine), p50/p99 latency per call at that load (h2load's per-request log), and how many
+machine), p50/p99 latency per call at that load and with one call in flight (what a decision
+adds to a request when the service is not saturated; h2load's per-request log), and how many
 decisions failed open (Redis did not answer within the 50 ms deadline). Decisions are counted
 by the server itself (its Prometheus counters; the floor's call count), never by the client, so
 an error answer cannot pass for a decision. Every step is time-bounded.
@@ -92,7 +93,10 @@ def check(address: str) -> None:
     assert reply.overall_code == rls_pb2.RateLimitResponse.OK, reply
 
 
-def h2load(port: int, duration: float, clients: int, streams: int, work: Path) -> tuple[int, list[float]]:
+def h2load(
+    port: int, duration: float, clients: int, streams: int, work: Path, warm_up: int = 1
+) -> tuple[int, list[float]]:
+    """(calls made after the warm-up, their latencies in seconds)."""
     body = request().SerializeToString()
     data = work / "request.bin"
     data.write_bytes(b"\0" + struct.pack(">I", len(body)) + body)
@@ -105,7 +109,7 @@ def h2load(port: int, duration: float, clients: int, streams: int, work: Path) -
                 "-D",
                 str(round(duration)),
                 "--warm-up-time",
-                "1",
+                str(warm_up),
                 "-c",
                 str(clients),
                 "-m",
@@ -207,10 +211,14 @@ def run(scenario: str, opts: argparse.Namespace, work: Path) -> dict[str, float]
         server = procs[-1]
         wait_port(port)
         check(f"127.0.0.1:{port}")
+        use_h2load = shutil.which("h2load") is not None and not opts.grpc_client
+        # The latency one decision adds when the service is not saturated: one call in flight.
+        idle_calls, idle = h2load(port, 2, 1, 1, work, warm_up=0) if use_h2load else (0, [])
+        idle.sort()
         before = scrape(metrics_port) if metrics_port else {}
         cpu_before = cpu_seconds(server.pid)
         started = time.monotonic()
-        if shutil.which("h2load") and not opts.grpc_client:
+        if use_h2load:
             _answers, latencies = h2load(port, opts.duration, opts.clients, opts.streams, work)
         else:
             if (os.cpu_count() or 1) > 1:
@@ -233,7 +241,7 @@ def run(scenario: str, opts: argparse.Namespace, work: Path) -> dict[str, float]
         else:
             server.terminate()
             out = server.communicate(timeout=10)[0].decode()
-            done = int(out.split("calls ", 1)[1].split()[0]) - 1  # less check()'s call
+            done = int(out.split("calls ", 1)[1].split()[0]) - 1 - idle_calls  # less check() and idle
         latencies.sort()
         return {
             "decisions_per_s": done / wall,
@@ -241,6 +249,8 @@ def run(scenario: str, opts: argparse.Namespace, work: Path) -> dict[str, float]
             "per_core": done / cpu if cpu else 0.0,
             "p50_ms": latencies[len(latencies) // 2] * 1000,
             "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+            "idle_p50_ms": idle[len(idle) // 2] * 1000 if idle else float("nan"),
+            "idle_p99_ms": idle[int(len(idle) * 0.99)] * 1000 if idle else float("nan"),
             "failed_open": failed_open,
         }
     finally:
@@ -252,7 +262,8 @@ def run(scenario: str, opts: argparse.Namespace, work: Path) -> dict[str, float]
 
 HEADER = (
     "| scenario | decisions/s | service CPU (cores) | decisions per service core-second | vs floor "
-    "| p50 ms | p99 ms | failed open |\n|---|---|---|---|---|---|---|---|"
+    "| p50 / p99 ms (saturated) | p50 / p99 ms (1 in flight) | failed open |\n"
+    "|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -284,7 +295,8 @@ def main() -> None:
                 spread = " (" + " / ".join(f"{x['decisions_per_s']:,.0f}" for x in rounds) + ")"
             row = (
                 f"| {scenario} | {r['decisions_per_s']:,.0f}{spread} | {r['server_cpu']:.2f} "
-                f"| {r['per_core']:,.0f} | {ratio} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+                f"| {r['per_core']:,.0f} | {ratio} | {r['p50_ms']:.2f} / {r['p99_ms']:.2f} "
+                f"| {r['idle_p50_ms']:.2f} / {r['idle_p99_ms']:.2f} "
                 f"| {r['failed_open']:,.0f} |"
             )
             rows.append(row)
