@@ -101,6 +101,7 @@ def h2load(
     data = work / "request.bin"
     data.write_bytes(b"\0" + struct.pack(">I", len(body)) + body)
     log = work / "h2load.log"
+    log.unlink(missing_ok=True)  # h2load appends to an existing log
     out = subprocess.run(
         pinned(
             "1",
