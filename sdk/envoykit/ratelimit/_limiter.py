@@ -150,12 +150,11 @@ class Limiter:
                 key = domain + "." + ".".join(f"{k}_{v}" for k, v in entries)
                 rule = RateLimitRule(key, override[0], override[1])
             limits.append(rule)
-        if len(limits) > 1:
-            replaced = {
-                name for rule in limits if rule is not None and not rule.unlimited for name in rule.replaces
-            }
-            if replaced:
-                limits = [None if r is not None and r.name and r.name in replaced else r for r in limits]
+        replaced = {
+            name for rule in limits if rule is not None and not rule.unlimited for name in rule.replaces
+        }
+        if replaced:
+            limits = [None if r is not None and r.name and r.name in replaced else r for r in limits]
 
         now = self.clock()
         second = int(now)
