@@ -274,7 +274,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the median round is reported")
     parser.add_argument("--clients", type=int, default=2, help="HTTP/2 connections (Envoy workers)")
     parser.add_argument("--streams", type=int, default=8, help="calls in flight per connection")
-    parser.add_argument("--threads", type=int, default=4, help="server thread pool (service and floor)")
+    parser.add_argument("--threads", type=int, default=8, help="server thread pool (service and floor)")
     parser.add_argument("--scenarios", "--backend", default=",".join(SCENARIOS))
     parser.add_argument("--grpc-client", action="store_true", help="use the grpc.aio client, not h2load")
     parser.add_argument("--results", type=Path, help="append the table to this RESULTS.md")

@@ -1,12 +1,12 @@
 """Reference floor for the rate-limit bench: the plainest ``ShouldRateLimit`` servicer, no SDK.
 
 It answers one prebuilt OK ``RateLimitResponse`` to every call, on ``grpc.server`` with a thread
-pool (``--threads N``, default 4) or on ``grpc.aio`` (``--aio``, uvloop when installed). It shows
+pool (``--threads N``, default 8) or on ``grpc.aio`` (``--aio``, uvloop when installed). It shows
 what grpcio itself costs per unary call on this machine, so the service's decisions/s can be read
 as a fraction of the best any Python RLS on grpcio can do. Serves until SIGTERM, then prints
 ``calls N`` (how many calls it answered).
 
-Usage: .venv/bin/python bench/rls_floor.py --port N [--threads 4 | --aio]
+Usage: .venv/bin/python bench/rls_floor.py --port N [--threads 8 | --aio]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ async def serve_aio(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--aio", action="store_true")
     opts = parser.parse_args()
     tune_garbage_collector()  # as the service does: the floor gets the same GC settings

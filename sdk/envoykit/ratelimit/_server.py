@@ -1,7 +1,7 @@
 """The gRPC rate-limit service Envoy's ``envoy.filters.http.ratelimit`` calls, with hot reload.
 
 ``RateLimitServer`` serves ``envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit``
-on grpcio's thread-pool server (``threads``, default 4: measured ~1.6x the decisions per core of
+on grpcio's thread-pool server (``threads``, default 8: measured ~1.6x the decisions per core of
 grpc.aio, whose per-call machinery alone costs more than a whole decision here), gRPC health,
 and Prometheus ``/metrics``. ``ConfigWatcher`` re-reads the config
 directory when its contents change: a good set replaces the old one at once; a bad file is
@@ -48,7 +48,7 @@ __all__ = [
 log = logging.getLogger("envoykit.ratelimit")
 SERVICE_NAME = "envoy.service.ratelimit.v3.RateLimitService"
 DEFAULT_PORT = 8081
-DEFAULT_THREADS = 4
+DEFAULT_THREADS = 8
 _UNIT_NAMES = {1: "second", 2: "minute", 3: "hour", 4: "day", 5: "month", 6: "year", 7: "week"}
 _UNIT_ENUM = {name: number for number, name in _UNIT_NAMES.items()}
 _OK = rls_pb2.RateLimitResponse.OK
