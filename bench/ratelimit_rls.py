@@ -312,11 +312,10 @@ def append_results(path: Path, rows: list[str], opts: argparse.Namespace) -> Non
         "\n## Rate-limit service (`ShouldRateLimit`, issue 6)\n\n"
         f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Service pinned to "
         f"core 0 ({opts.threads} threads), h2load ({opts.clients} connections x {opts.streams} streams) "
-        "and redis-server on core 1. Target: >= 8,000 decisions/s with Redis on one core.\n\n"
-        + HEADER
-        + "\n"
-        + "\n".join(rows)
-        + "\n"
+        "and redis-server on core 1; load average at the end "
+        f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())}. Decisions/s: the median round by decisions "
+        "per core-second (every round in parentheses). Target: >= 8,000 decisions/s with Redis on one "
+        "core; reading in NOTES.md above.\n\n" + HEADER + "\n" + "\n".join(rows) + "\n"
     )
     text = path.read_text() if path.exists() else ""
     marker = "\n## Rate-limit service"
