@@ -117,3 +117,11 @@ def test_concurrent_decisions_are_exact(
     assert remaining == list(range(100))
     assert rls.server.limiter.stats.get("c.k", "over_limit") == 60
     assert rls.server.limiter.stats.get("c.k", "total_hits") == 160
+
+
+def test_thread_pool_size_is_validated(tmp_path: Path) -> None:
+    from envoykit import ConfigError
+    from envoykit.ratelimit import RateLimitServer
+
+    with pytest.raises(ConfigError, match="threads: must be at least 1"):
+        RateLimitServer(config_dir(tmp_path), address="127.0.0.1:0", threads=0)
