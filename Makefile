@@ -27,8 +27,8 @@ test: setup lint
 ## bench: throughput/latency through a real Envoy; writes bench/RESULTS.md
 bench: setup
 	$(BIN)/python bench/run.py
-	$(BIN)/python bench/ratelimit_rls.py
-	$(BIN)/python bench/wasm_cost.py
+	$(BIN)/python bench/ratelimit_rls.py --results bench/RESULTS.md
+	$(BIN)/python bench/wasm_cost.py --results bench/RESULTS.md
 
 lint: setup
 	$(BIN)/ruff check sdk filters tests bench docs

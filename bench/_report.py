@@ -338,3 +338,15 @@ def results_markdown(
         "  that Envoy opened one ext_proc stream per request.",
     ]
     return "\n".join(out).rstrip() + "\n"
+
+
+def write_section(path: Path, title: str, body: str) -> None:
+    """Put ``## title`` with ``body`` at the end of ``path`` (RESULTS.md), replacing an older copy
+    of that section: scripts that run after ``bench/run.py`` add their tables this way."""
+    heading = f"\n## {title}\n"
+    text = path.read_text() if path.exists() else ""
+    start = text.find(heading)
+    if start != -1:
+        following = text.find("\n## ", start + len(heading))
+        text = text[:start] + (text[following:] if following != -1 else "")
+    path.write_text(text.rstrip("\n") + "\n" + heading + "\n" + body.strip("\n") + "\n")

@@ -9,13 +9,15 @@ instruction counting on (``WasmHost(metered=True)``) and prints, per request:
 - envoykit's no-op chain (library filter ``noop``, the ``wasm-noop`` scenario);
 - a chain that does work: ``add-headers`` setting one request and one response header.
 
-Usage: ``.venv/bin/python bench/wasm_cost.py [--requests N]`` (from the repository root).
+Usage: ``.venv/bin/python bench/wasm_cost.py [--requests N] [--results bench/RESULTS.md]`` (from
+the repository root); ``--results`` puts the table into that file as its own section.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -23,6 +25,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make `bench` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._report import write_section
 from bench.run import _build_wasm
 from envoykit.testing.wasmhost import WasmHost
 
@@ -54,19 +57,28 @@ def per_request(module: Path, specs: list[dict[str, object]], requests: int) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--results", type=Path, help="put the table into this RESULTS.md")
     args = parser.parse_args(argv)
     modules = {False: _build_wasm()[0], True: _build_wasm(floor=True)[0]}
     floor = None
-    print("\n| chain | Wasm instructions per request | vs floor |\n|---|---|---|")
+    rows = ["| chain | Wasm instructions per request | vs floor |", "|---|---|---|"]
+    print("\n" + "\n".join(rows))
     for title, is_floor, specs in CHAINS:
         module = modules[is_floor]
         if module is None:
-            print(f"| {title} | not built | - |")
-            continue
-        cost = per_request(module, specs, args.requests)
-        floor = cost if is_floor else floor
-        ratio = f"{cost / floor:.1f}x" if floor else "-"
-        print(f"| {title} | {cost:,.0f} | {ratio} |")
+            rows.append(f"| {title} | not built | - |")
+        else:
+            cost = per_request(module, specs, args.requests)
+            floor = cost if is_floor else floor
+            rows.append(f"| {title} | {cost:,.0f} | {f'{cost / floor:.1f}x' if floor else '-'} |")
+        print(rows[-1], flush=True)
+    if args.results is not None:
+        command = shlex.join(["python", "bench/wasm_cost.py", *(argv if argv is not None else sys.argv[1:])])
+        body = (
+            f"Command: `{command}`. Median over {args.requests} requests after a warm-up, counted by "
+            "wasmtime (unlike throughput, this does not depend on machine load).\n\n" + "\n".join(rows)
+        )
+        write_section(args.results, "Guest cost of in-proxy Python (Wasm instructions per request)", body)
     return 0
 
 

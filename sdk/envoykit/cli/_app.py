@@ -212,6 +212,7 @@ def ratelimit_serve(
     metrics: Annotated[str, typer.Option(help="host:port for Prometheus /metrics ('' = off).")] = "",
     reload_interval: Annotated[float, typer.Option(help="Seconds between config directory checks.")] = 1.0,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
+    threads: Annotated[int, typer.Option(help="gRPC worker threads (calls in flight).")] = 8,
 ) -> None:
     """Serve envoy.service.ratelimit.v3.RateLimitService for Envoy's native ratelimit filter."""
     from ..ratelimit import RateLimitServer, run_ratelimit
@@ -231,6 +232,7 @@ def ratelimit_serve(
             shadow_mode=shadow_mode,
             metrics_address=metrics,
             reload_interval=reload_interval,
+            threads=threads,
         )
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -29,8 +29,17 @@ __all__ = [
     "parse_config",
 ]
 
-#: The units envoyproxy/ratelimit accepts, and their window lengths.
-UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+#: The units envoyproxy/ratelimit accepts, and their window lengths (its ``UnitToDivider``: a
+#: month is 30 days, a year 365 days, windows aligned on the Unix epoch).
+UNIT_SECONDS = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+    "week": 604800,
+    "month": 30 * 86400,
+    "year": 365 * 86400,
+}
 _DESCRIPTOR_KEYS = {"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric"}
 _LIMIT_KEYS = {"unit", "requests_per_unit", "unlimited", "name", "replaces"}
 
@@ -67,6 +76,22 @@ class DomainConfig:
     domain: str
     source: str
     root: DescriptorNode
+    #: Memoised ``find`` (a config snapshot never changes; a reload builds new objects).
+    _found: dict[tuple[tuple[str, str], ...], RateLimitRule | None] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def find_cached(self, entries: tuple[tuple[str, str], ...]) -> RateLimitRule | None:
+        """``find``, memoised (bounded: cleared when full, as request values are unbounded)."""
+        try:
+            return self._found[entries]
+        except KeyError:
+            pass
+        found = self.find(entries)
+        if len(self._found) >= 50_000:
+            self._found.clear()
+        self._found[entries] = found
+        return found
 
     def find(self, entries: Sequence[tuple[str, str]]) -> RateLimitRule | None:
         """The limit for one request descriptor, envoyproxy/ratelimit's matching rules."""

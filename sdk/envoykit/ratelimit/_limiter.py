@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ MAX_UINT32 = 2**32 - 1
 NEAR_LIMIT_RATIO = 0.8
 Algorithm = Literal["fixed", "sliding"]
 Entries = Sequence[tuple[str, str]]
+Key = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,10 @@ class LimiterStats:
 
 
 _TOTAL, _OVER, _NEAR, _WITHIN, _SHADOW = range(5)
+#: Bound of the memoised descriptor keys (cleared when full: request values are unbounded).
+_CACHE_SIZE = 50_000
+_NO_LIMIT = DescriptorResult(False, None, 0, 0)
+_UNLIMITED = DescriptorResult(False, None, MAX_UINT32, 0)
 
 
 class Limiter:
@@ -117,8 +123,11 @@ class Limiter:
         self.key_prefix = key_prefix
         self.clock = clock
         self.stats = stats or LimiterStats()
+        self._lock = threading.Lock()
+        #: (domain, entries) -> the backend key's hash-tagged part.
+        self._tags: dict[tuple[str, Key], str] = {}
 
-    async def decide(
+    def decide(
         self,
         config: Mapping[str, DomainConfig],
         domain: str,
@@ -126,11 +135,16 @@ class Limiter:
         hits_addend: int = 1,
         overrides: Sequence[tuple[int, str] | None] | None = None,
     ) -> Decision:
-        """``overrides[i]``: a (requests_per_unit, unit) the client sent for descriptor ``i``."""
+        """``overrides[i]``: a (requests_per_unit, unit) the client sent for descriptor ``i``.
+
+        Thread-safe: counters are the backend's business, the stats update holds a lock. The
+        matching rule and backend key of a descriptor are memoised per config snapshot.
+        """
+        keys: list[Key] = [e if type(e) is tuple else tuple(e) for e in descriptors]
         domain_config = config.get(domain)
         limits: list[RateLimitRule | None] = []
-        for i, entries in enumerate(descriptors):
-            rule = domain_config.find(entries) if domain_config is not None else None
+        for i, entries in enumerate(keys):
+            rule = domain_config.find_cached(entries) if domain_config is not None else None
             override = overrides[i] if overrides else None
             if override is not None:
                 key = domain + "." + ".".join(f"{k}_{v}" for k, v in entries)
@@ -143,49 +157,64 @@ class Limiter:
             limits = [None if r is not None and r.name and r.name in replaced else r for r in limits]
 
         now = self.clock()
+        second = int(now)
         hits: list[Hit] = []
-        for entries, rule in zip(descriptors, limits, strict=True):
+        sliding = self.algorithm == "sliding"
+        tags = self._tags
+        for entries, rule in zip(keys, limits, strict=True):
             if rule is None or rule.unlimited:
                 continue
-            self.stats.add(rule.full_key, _TOTAL, hits_addend)
             window = rule.window
-            start = int(now) // window * window
-            tag = self.key_prefix + "{" + domain + "_" + "".join(f"{k}_{v}_" for k, v in entries) + "}"
-            previous = tag + str(start - window) if self.algorithm == "sliding" else None
-            hits.append(Hit(tag + str(start), previous, hits_addend, window * 2 if previous else window))
+            start = second // window * window
+            tag = tags.get((domain, entries))
+            if tag is None:
+                if len(tags) >= _CACHE_SIZE:
+                    tags.clear()
+                tag = self.key_prefix + "{" + domain + "_" + "".join(f"{k}_{v}_" for k, v in entries) + "}"
+                tags[(domain, entries)] = tag
+            if sliding:
+                hits.append(Hit(tag + str(start), tag + str(start - window), hits_addend, window * 2))
+            else:
+                hits.append(Hit(tag + str(start), None, hits_addend, window))
 
         counts: list[tuple[int, int]] | None = None
+        failed = False
         if hits:
             try:
-                counts = await self.backend.hit(hits)
+                counts = self.backend.hit(hits)
             except BackendError as exc:
-                self.stats.backend_errors += 1
+                failed = True
                 log.warning("rate-limit backend failed (failing %s): %s", self.failure_mode, exc)
 
         results: list[DescriptorResult] = []
         j = 0
-        for rule in limits:
-            if rule is None:
-                results.append(DescriptorResult(False, None, 0, 0))
-                continue
-            if rule.unlimited:
-                results.append(DescriptorResult(False, None, MAX_UINT32, 0))
-                continue
-            window = rule.window
-            reset = window - int(now) % window
-            if counts is None:
-                over = self.failure_mode == "closed"
-                results.append(DescriptorResult(over, rule, 0 if over else rule.requests_per_unit, reset))
+        with self._lock:
+            stats = self.stats
+            if failed:
+                stats.backend_errors += 1
+            for rule in limits:
+                if rule is None:
+                    results.append(_NO_LIMIT)
+                    continue
+                if rule.unlimited:
+                    results.append(_UNLIMITED)
+                    continue
+                stats.add(rule.full_key, _TOTAL, hits_addend)
+                window = rule.window
+                reset = window - second % window
+                if counts is None:
+                    over = self.failure_mode == "closed"
+                    results.append(DescriptorResult(over, rule, 0 if over else rule.requests_per_unit, reset))
+                    j += 1
+                    continue
+                after, earlier = counts[j]
                 j += 1
-                continue
-            after, earlier = counts[j]
-            j += 1
-            if self.algorithm == "sliding":
-                elapsed = (now % window) / window
-                after += math.floor(earlier * (1.0 - elapsed))
-            results.append(self._judge(rule, after, hits_addend, reset))
+                if sliding:
+                    elapsed = (now % window) / window
+                    after += math.floor(earlier * (1.0 - elapsed))
+                results.append(self._judge(rule, after, hits_addend, reset))
 
-        over_limit = any(r.over_limit for r in results) and not self.shadow_mode
+        over_limit = not self.shadow_mode and any(r.over_limit for r in results)
         return Decision(over_limit, results, _headers(results, over_limit))
 
     def _judge(self, rule: RateLimitRule, after: int, hits: int, reset: int) -> DescriptorResult:
