@@ -140,6 +140,13 @@ def ratios(outcomes: Sequence[Outcome]) -> list[tuple[str, float | None, str]]:
             "authz-http-ceiling",
             TARGET_AUTHZ_VS_CEILING,
         ),
+        (
+            "bare grpc ext_authz floor (no SDK) / Envoy ext_authz ceiling (HTTP), req/s",
+            "authz-floor",
+            "authz-http-ceiling",
+            None,
+        ),
+        ("envoykit ext_authz no-op / bare grpc ext_authz floor, req/s", "authz-noop", "authz-floor", None),
         ("envoykit ext_authz no-op / no filter, req/s", "authz-noop", "no-filter", None),
         ("Envoy ext_authz ceiling / no filter, req/s", "authz-http-ceiling", "no-filter", None),
         (

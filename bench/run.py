@@ -54,8 +54,11 @@ def _envoykit_threads(stack: contextlib.ExitStack, work_dir: Path, cpu: str | No
 
 
 def _authz(chain: str, stack: contextlib.ExitStack, work_dir: Path, cpu: str | None) -> SidecarStarted:
-    """envoykit's ext_authz sidecar (``server: threads``, 8 threads) with the no-op or JWT chain."""
-    args = ["--chain", chain, "--server", "threads", "--threads", "8"]
+    """envoykit's ext_authz sidecar (``server: threads``, 8 threads; ``aio`` for ``<chain>-aio``)
+    with the no-op or JWT chain."""
+    model = "aio" if chain.endswith("-aio") else "threads"
+    chain = chain.removesuffix("-aio")
+    args = ["--chain", chain, "--server", model, "--threads", "8"]
     if chain == "jwt":
         from bench._jwt import material
 
@@ -100,6 +103,12 @@ SCENARIOS = [
         mode="ext_authz",
     ),
     Scenario(
+        "authz-floor",
+        "(ref) bare sync grpc ext_authz Check servicer, no SDK, 8 threads",
+        partial(_module, "bench.floor_authz", TCP),
+        mode="ext_authz",
+    ),
+    Scenario(
         "authz-http-ceiling",
         "(ref) Envoy ext_authz HTTP to a static 200 server (Envoy direct_response)",
         _static_authz_server,
@@ -109,6 +118,13 @@ SCENARIOS = [
         "jwt-envoykit",
         "(g) JWT RS256: envoykit `jwt` in ext_authz, `server: threads`",
         partial(_authz, "jwt"),
+        mode="ext_authz",
+        jwt_token=True,
+    ),
+    Scenario(
+        "jwt-envoykit-aio",
+        "(ref) JWT RS256: envoykit `jwt` in ext_authz, `server: aio`",
+        partial(_authz, "jwt-aio"),
         mode="ext_authz",
         jwt_token=True,
     ),

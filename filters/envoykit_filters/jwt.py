@@ -46,6 +46,8 @@ log = logging.getLogger("envoykit.filters.jwt")
 
 _DEFAULT_HEADER = ("authorization", "Bearer ")
 _DEFAULT_PARAM = "access_token"
+#: Tokens whose signature a provider verified, remembered per provider (oldest evicted first).
+VERIFIED_CACHE_SIZE = 1024
 
 
 @dataclass
@@ -74,6 +76,10 @@ class _Provider:
         if not headers and not params and not cfg.from_cookies:
             headers, params = [_DEFAULT_HEADER], [_DEFAULT_PARAM]
         self.headers, self.params, self.cookies = headers, params, list(cfg.from_cookies)
+        #: token -> (the key list that verified its signature, the parsed token). Only the parse
+        #: and the signature are remembered: issuer, time and audiences are checked every time,
+        #: and a new key list (a JWKS refresh) means verifying again.
+        self.verified: dict[str, tuple[list[Any], ParsedJwt]] = {}
         self.jwks: JwksSource
         if cfg.local_jwks is not None:
             text = cfg.local_jwks.inline_string
@@ -117,6 +123,15 @@ class _Provider:
                 if cookie in jar and jar[cookie].value:
                     return jar[cookie].value, None
         return None
+
+    def remember(self, token: str, keys: list[Any], jwt: ParsedJwt) -> None:
+        verified = self.verified
+        if len(verified) >= VERIFIED_CACHE_SIZE:
+            try:
+                del verified[next(iter(verified))]
+            except (KeyError, RuntimeError, StopIteration):  # another thread evicted it first
+                pass
+        verified[token] = (keys, jwt)
 
 
 def _claim(payload: dict[str, Any], name: str) -> Any:
@@ -240,7 +255,8 @@ class Jwt(HttpFilter[JwtConfig, JwtState]):
         if found is None:
             return _Verified(Status.MISSING)
         token, header = found
-        jwt = parse(token)
+        cached = provider.verified.get(token)
+        jwt = cached[1] if cached is not None else parse(token)
         if isinstance(jwt, Status):
             return _Verified(jwt)
         cfg = provider.cfg
@@ -258,11 +274,17 @@ class Jwt(HttpFilter[JwtConfig, JwtState]):
             return _Verified(Status.JWKS_FETCH_FAIL)
         if not keys:
             return _Verified(Status.NO_VALID_KEYS)
+        if cached is not None and cached[0] is keys:
+            return _Verified(Status.OK, jwt, header)  # verified with these very keys before
         status = verify_signature(jwt, keys, provider.algorithms)
         if status is Status.KID_ALG_MISMATCH and jwt.kid and await provider.jwks.refetch_for_unknown_kid():
             keys = await provider.jwks.keys()
             status = verify_signature(jwt, keys or [], provider.algorithms)
-        return _Verified(status, jwt if status is Status.OK else None, header)
+        if status is not Status.OK:
+            return _Verified(status, None, header)
+        if keys:
+            provider.remember(token, keys, jwt)
+        return _Verified(status, jwt, header)
 
     # -- outcomes ------------------------------------------------------------------------------
     def _apply(self, request: Request, state: JwtState) -> None:
