@@ -176,6 +176,13 @@ class Jwt(HttpFilter[JwtConfig, JwtState]):
 
     name = "jwt"
 
+    def __new__(cls, config: Any = None, *args: Any, **kwargs: Any) -> Jwt:
+        # Providers with local keys only never wait for anything: the sync variant lets a
+        # `threads` sidecar run the hook on its worker thread, without a hop to the event loop.
+        if cls is Jwt and _local_keys_only(config):
+            return super().__new__(_LocalKeysJwt)
+        return super().__new__(cls)
+
     def __init__(self, *args: Any, clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._clock = clock
@@ -323,3 +330,30 @@ class Jwt(HttpFilter[JwtConfig, JwtState]):
         code = 403 if status is Status.AUDIENCE_NOT_ALLOWED else 401
         details = "jwt_authn_access_denied{" + status.value.replace(" ", "_") + "}"
         return Reply(code, status.value, headers={"www-authenticate": realm}, details=details)
+
+
+def _local_keys_only(config: Any) -> bool:
+    try:
+        cfg = config if isinstance(config, JwtConfig) else JwtConfig.model_validate(config)
+    except Exception:  # noqa: BLE001 - the regular class reports the error, with its field
+        return False
+    return all(p.local_jwks is not None for p in cfg.providers.values())
+
+
+class _LocalKeysJwt(Jwt):
+    """``Jwt`` whose providers all have local JWKS (what ``Jwt(...)`` returns for such a config).
+
+    Same checks and answers; the hook is synchronous, because with local keys no step awaits
+    anything (no JWKS fetch, no refetch)."""
+
+    name = "jwt"
+
+    def on_request_headers(self, request: Request, state: JwtState) -> Reply | None:  # type: ignore[override]
+        step = Jwt.on_request_headers(self, request, state)
+        try:
+            step.send(None)
+        except StopIteration as done:
+            result: Reply | None = done.value
+            return result
+        step.close()
+        raise RuntimeError("jwt: a provider with local keys waited for I/O")

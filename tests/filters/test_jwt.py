@@ -348,3 +348,13 @@ async def test_a_cached_token_is_verified_again_with_refreshed_keys(
     assert await source.refreshing is True  # type: ignore[attr-defined]
     r = await h.arequest("GET", "/", headers=bearer(token))
     assert r.status == 401 and r.response.body == b"Jwks doesn't have key to match kid or alg from Jwt"
+
+
+@pytest.mark.asyncio
+async def test_local_keys_only_runs_without_awaiting(keys: Keys, jwks_server: JwksServer) -> None:
+    local_only = Jwt(local(keys))
+    assert isinstance(local_only, Jwt) and local_only.name == "jwt"
+    assert type(local_only).async_hooks() == []  # a `threads` sidecar runs it on its own thread
+    assert Harness(local_only).request("GET", "/", headers=bearer(keys.token())).status == 200
+    assert Harness(local_only).request("GET", "/").status == 401
+    assert type(Jwt(remote(jwks_server.url))).async_hooks() == ["on_request_headers"]
