@@ -318,7 +318,8 @@ class Jwt(HttpFilter[JwtConfig, JwtState]):
                 request.metadata[cfg.header_in_metadata] = jwt.header
             if not principal_set:
                 principal_set = True
-                request.metadata["payload"] = jwt.payload
+                if cfg.payload_in_metadata != "payload":  # else just written
+                    request.metadata["payload"] = jwt.payload
                 request.metadata["principal"] = f"{jwt.iss}/{jwt.sub}"
                 request.metadata["provider"] = provider.name
 
