@@ -6,7 +6,8 @@ address to ``--admin-address-path``, and the listener's real port is read from t
 
 Two Envoys per scenario: an upstream that answers every request itself (``direct_response``,
 no new dependency and ~10 µs per request), and the Envoy under test that routes to it, with or
-without the ext_proc filter.
+without the ext_proc filter, an ext_authz filter (gRPC to envoykit, or HTTP to a third Envoy
+answering 200 itself: the ceiling of ext_authz) or the native ``jwt_authn`` filter.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ __all__ = [
     "envoy_version",
     "upstream_bootstrap",
     "proxy_bootstrap",
+    "ext_authz_filter",
+    "jwt_authn_filter",
+    "CALL_COUNTERS",
     "start_envoy",
     "http_get",
 ]
@@ -146,16 +150,70 @@ def ext_proc_filter(cluster_name: str) -> dict[str, Any]:
     }
 
 
+def ext_authz_filter(cluster_name: str, *, http_uri: str | None = None) -> dict[str, Any]:
+    """Envoy's ext_authz: gRPC to ``cluster_name`` (as ``envoykit envoy-config`` renders it), or,
+    with ``http_uri``, HTTP to it (every path of the server is asked; a 200 allows)."""
+    config: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3",
+        "failure_mode_allow": False,
+        "status_on_error": {"code": 500},
+    }
+    if http_uri is None:
+        config["grpc_service"] = {"envoy_grpc": {"cluster_name": cluster_name}, "timeout": "1s"}
+        config["encode_raw_headers"] = True
+    else:
+        config["http_service"] = {"server_uri": {"uri": http_uri, "cluster": cluster_name, "timeout": "1s"}}
+    return {"name": "envoy.filters.http.ext_authz", "typed_config": config}
+
+
+def jwt_authn_filter(providers: dict[str, Any], rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """Envoy's native ``jwt_authn``."""
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": providers,
+            "rules": rules,
+        },
+    }
+
+
+#: How the Envoy under test calls out per request, and the counter that proves it did.
+CALL_COUNTERS = {
+    "ext_proc": "ext_proc.streams_started",
+    "ext_authz": "ext_authz.ok",
+    "ext_authz_http": "ext_authz.ok",
+    "jwt_authn": "jwt_authn.allowed",
+}
+
+
 def proxy_bootstrap(
-    upstream_address: str, sidecar_address: str | None, wasm: dict[str, Any] | None = None
+    upstream_address: str,
+    sidecar_address: str | None,
+    wasm: dict[str, Any] | None = None,
+    *,
+    mode: str = "ext_proc",
+    native_filter: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Envoy under test: routes to the upstream, through ext_proc when a sidecar is given and
-    through the in-proxy Wasm filter ``wasm`` (an ``envoy.filters.http.wasm`` entry) when given."""
+    """The Envoy under test: routes to the upstream, through the in-proxy Wasm filter ``wasm`` (an
+    ``envoy.filters.http.wasm`` entry) and the native filter ``native_filter`` when given, and
+    through the sidecar when given: ``mode`` ``ext_proc`` (gRPC), ``ext_authz`` (gRPC) or
+    ``ext_authz_http`` (the sidecar is a plain HTTP server)."""
     clusters = [_cluster("upstream", upstream_address, http2=False)]
     filters: list[dict[str, Any]] = [wasm] if wasm is not None else []
+    if native_filter is not None:
+        filters.append(native_filter)
     if sidecar_address is not None:
-        clusters.append(_cluster("sidecar", sidecar_address, http2=True))
-        filters.append(ext_proc_filter("sidecar"))
+        clusters.append(_cluster("sidecar", sidecar_address, http2=mode != "ext_authz_http"))
+        if mode == "ext_proc":
+            filters.append(ext_proc_filter("sidecar"))
+        elif mode == "ext_authz":
+            filters.append(ext_authz_filter("sidecar"))
+        elif mode == "ext_authz_http":
+            filters.append(ext_authz_filter("sidecar", http_uri=f"http://{sidecar_address}"))
+        else:
+            raise ValueError(f"unknown sidecar mode {mode!r}")
     route = {"route": {"cluster": "upstream"}}
     return {
         "admin": _admin(),
@@ -163,10 +221,11 @@ def proxy_bootstrap(
     }
 
 
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+def http_get(url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> tuple[int, str]:
     """GET over loopback; returns (status, body) and never raises for an HTTP error status."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, resp.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")

@@ -20,11 +20,21 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ._cpu import CpuWindow, wait_for_quiet
-from ._envoy import STAT_PREFIX, EnvoyHandle, http_get, proxy_bootstrap, start_envoy, upstream_bootstrap
+from ._envoy import (
+    CALL_COUNTERS,
+    STAT_PREFIX,
+    EnvoyHandle,
+    http_get,
+    jwt_authn_filter,
+    proxy_bootstrap,
+    start_envoy,
+    upstream_bootstrap,
+)
 from ._procs import BenchError, Pinning
 from ._sidecars import SidecarStarted, Unavailable
 from ._wrk import WrkResult, run_wrk
@@ -47,6 +57,19 @@ class Scenario:
     wasm: bool = False
     #: Instead, run ``RunSettings.wasm_floor_module`` (bare Python callbacks, no SDK).
     wasm_floor: bool = False
+    #: How Envoy calls the sidecar: ``ext_proc``, ``ext_authz`` (gRPC) or ``ext_authz_http``.
+    mode: str = "ext_proc"
+    #: Envoy's native ``jwt_authn`` with the bench provider (``bench/_jwt.py``), no sidecar.
+    native_jwt: bool = False
+    #: Every request (probe, warm-up, measured window) carries the bench's valid RS256 token.
+    jwt_token: bool = False
+
+    @property
+    def counter(self) -> str | None:
+        """The Envoy counter (under ``http.<prefix>.``) that must count one call per request."""
+        if self.native_jwt:
+            return CALL_COUNTERS["jwt_authn"]
+        return CALL_COUNTERS[self.mode] if self.sidecar is not None else None
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,8 @@ class Sample:
     wrk: WrkResult
     envoy_us_per_req: float
     sidecar_us_per_req: float | None
+    #: Calls Envoy made per the scenario's counter (ext_proc streams, ext_authz checks, jwt_authn
+    #: allowed) during the window; None when the scenario has no such call.
     ext_proc_streams: int | None
     #: CPU (in cores) used during the window by processes that are not the bench's own.
     others_cores: float
@@ -121,7 +146,8 @@ class Outcome:
             # wrk counts requests finished in the window; streams started can exceed that by
             # the requests in flight at the end, and fall short of it only if Envoy skipped ext_proc.
             if median.ext_proc_streams is not None and median.ext_proc_streams < r.requests * 0.99:
-                notes.append(f"ext_proc streams {median.ext_proc_streams} < requests {r.requests}")
+                what = self.scenario.counter or "calls"
+                notes.append(f"{what} {median.ext_proc_streams} < requests {r.requests}")
             if median.others_cores >= BUSY_NEIGHBOUR_CORES:
                 notes.append(f"other processes used {median.others_cores:.2f} cores during the run")
         pool = self.undisturbed() or self.samples
@@ -142,23 +168,22 @@ class Outcome:
         }
 
 
-def _probe(proxy: EnvoyHandle, timeout: float = 10.0) -> None:
+def _probe(proxy: EnvoyHandle, headers: dict[str, str], timeout: float = 10.0) -> None:
     """One request through Envoy must come back 200 before anything is measured."""
     deadline = time.monotonic() + timeout
     status, body = 0, ""
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
-            status, body = http_get(proxy.url)
+            status, body = http_get(proxy.url, headers=headers)
             if status == 200:
                 return
         time.sleep(0.1)
     raise BenchError(f"probe through Envoy got {status or 'no answer'}: {body.strip()[:200]}")
 
 
-def _ext_proc_streams(proxy: EnvoyHandle) -> int:
-    return proxy.stats(f"http.{STAT_PREFIX}.ext_proc.streams_started").get(
-        f"http.{STAT_PREFIX}.ext_proc.streams_started", 0
-    )
+def _calls(proxy: EnvoyHandle, counter: str) -> int:
+    name = f"http.{STAT_PREFIX}.{counter}"
+    return proxy.stats(name).get(name, 0)
 
 
 def _sample(scenario: Scenario, settings: RunSettings, work_dir: Path) -> Sample:
@@ -167,24 +192,33 @@ def _sample(scenario: Scenario, settings: RunSettings, work_dir: Path) -> Sample
         upstream = start_envoy(stack, "upstream", upstream_bootstrap(), work_dir=work_dir, cpu=None)
         sidecar = scenario.sidecar(stack, work_dir, pin.sidecar) if scenario.sidecar else None
         wasm = _wasm_filter(settings, scenario) if scenario.wasm else None
-        bootstrap = proxy_bootstrap(upstream.listener, sidecar.address if sidecar else None, wasm)
+        bootstrap = proxy_bootstrap(
+            upstream.listener,
+            sidecar.address if sidecar else None,
+            wasm,
+            mode=scenario.mode,
+            native_filter=_native_jwt_filter() if scenario.native_jwt else None,
+        )
         # V8 compiles a ~14 MB module at start-up (seconds on this machine): a longer bound.
         timeout = 60.0 if wasm else 20.0
         proxy = start_envoy(stack, "envoy", bootstrap, work_dir=work_dir, cpu=pin.envoy, timeout=timeout)
-        _probe(proxy)
-        if sidecar is not None and _ext_proc_streams(proxy) == 0:
-            raise BenchError("probe returned 200 but Envoy opened no ext_proc stream")
+        headers = _jwt_material().headers if scenario.jwt_token else {}
+        _probe(proxy, headers)
+        counter = scenario.counter
+        if counter is not None and _calls(proxy, counter) == 0:
+            raise BenchError(f"probe returned 200 but Envoy's {counter} counter stayed 0")
+        wrk = partial(run_wrk, proxy.url, connections=settings.connections, headers=headers)
         if settings.warmup_s > 0:
-            run_wrk(proxy.url, duration_s=settings.warmup_s, connections=settings.connections)
+            wrk(duration_s=settings.warmup_s)
 
         if settings.quiet_wait_s > 0:
             wait_for_quiet(settings.quiet_wait_s)  # the bench's processes are idle here
         window = CpuWindow([proxy.proc.pid, upstream.proc.pid, *([sidecar.pid] if sidecar else [])])
-        streams_before = _ext_proc_streams(proxy) if sidecar else 0
+        calls_before = _calls(proxy, counter) if counter else 0
         window.start()
-        result = run_wrk(proxy.url, duration_s=settings.duration_s, connections=settings.connections)
+        result = wrk(duration_s=settings.duration_s)
         window.stop()
-        streams = _ext_proc_streams(proxy) - streams_before if sidecar else None
+        streams = _calls(proxy, counter) - calls_before if counter else None
         if not upstream.proc.alive() or not proxy.proc.alive():
             raise BenchError("an Envoy died during the run")
         rss = proxy.rss_kib()
@@ -198,6 +232,19 @@ def _sample(scenario: Scenario, settings: RunSettings, work_dir: Path) -> Sample
         envoy_startup_s=proxy.startup_s,
         envoy_rss_kib=rss,
     )
+
+
+def _jwt_material() -> Any:
+    from ._jwt import material
+
+    return material()
+
+
+def _native_jwt_filter() -> dict[str, Any]:
+    """Envoy's ``jwt_authn`` with the same provider block envoykit's ``jwt`` filter gets."""
+    from ._jwt import PROVIDER, provider, rules
+
+    return jwt_authn_filter({PROVIDER: provider(_jwt_material().jwks_path)}, rules())
 
 
 def _wasm_filter(settings: RunSettings, scenario: Scenario) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._procs import BenchError
@@ -34,11 +35,19 @@ class WrkResult:
         return self.non_2xx == 0 and self.socket_errors == 0 and self.requests > 0
 
 
-def wrk_argv(url: str, *, duration_s: float, connections: int, threads: int = 1) -> list[str]:
+def wrk_argv(
+    url: str,
+    *,
+    duration_s: float,
+    connections: int,
+    threads: int = 1,
+    headers: Mapping[str, str] | None = None,
+) -> list[str]:
     binary = shutil.which("wrk")
     if binary is None:
         raise BenchError("wrk not found (Debian package `wrk`)")
     threads = max(1, min(threads, connections))
+    extra = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     return [
         binary,
         "--latency",
@@ -47,6 +56,7 @@ def wrk_argv(url: str, *, duration_s: float, connections: int, threads: int = 1)
         f"-d{duration_s:g}s",
         "--timeout",
         "5s",
+        *extra,
         url,
     ]
 
@@ -82,8 +92,16 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(url: str, *, duration_s: float, connections: int, threads: int = 1) -> WrkResult:
-    argv = wrk_argv(url, duration_s=duration_s, connections=connections, threads=threads)
+def run_wrk(
+    url: str,
+    *,
+    duration_s: float,
+    connections: int,
+    threads: int = 1,
+    headers: Mapping[str, str] | None = None,
+) -> WrkResult:
+    """One wrk window; ``headers`` go on every request (``-H``, e.g. a bearer token)."""
+    argv = wrk_argv(url, duration_s=duration_s, connections=connections, threads=threads, headers=headers)
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30)
     except subprocess.TimeoutExpired as exc:

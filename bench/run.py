@@ -1,6 +1,8 @@
 """``make bench``: throughput and latency of Envoy with no filter, envoykit's no-op ext_proc chain
-(TCP and unix socket), the same chain compiled to Wasm and run inside Envoy, and the PyPI peer
-``envoy-extproc-sdk`` running the same no-op logic.
+(TCP and unix socket), the same chain compiled to Wasm and run inside Envoy, the PyPI peer
+``envoy-extproc-sdk`` running the same no-op logic, envoykit's ext_authz runtime (a no-op chain
+against Envoy's ext_authz ceiling: HTTP to a static server) and JWT RS256 verification (envoykit's
+``jwt`` filter in ext_authz against Envoy's native ``jwt_authn``).
 
 Usage (from the repository root)::
 
@@ -29,7 +31,7 @@ from types import FrameType
 if not __package__:  # run as a script: make `bench` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._envoy import envoy_binary, envoy_version
+from bench._envoy import envoy_binary, envoy_version, start_envoy, upstream_bootstrap
 from bench._measure import BUSY_NEIGHBOUR_CORES, Outcome, RunSettings, Scenario, measure_once
 from bench._procs import BenchError, detect_pinning
 from bench._report import collect_environment, console_table, results_markdown
@@ -49,6 +51,26 @@ def _floor(sync: bool, stack: contextlib.ExitStack, work_dir: Path, cpu: str | N
 
 def _envoykit_threads(stack: contextlib.ExitStack, work_dir: Path, cpu: str | None) -> SidecarStarted:
     return _module("bench.envoykit_noop", TCP, stack, work_dir, cpu, "--server", "threads", "--threads", "8")
+
+
+def _authz(chain: str, stack: contextlib.ExitStack, work_dir: Path, cpu: str | None) -> SidecarStarted:
+    """envoykit's ext_authz sidecar (``server: threads``, 8 threads; ``aio`` for ``<chain>-aio``)
+    with the no-op or JWT chain."""
+    model = "aio" if chain.endswith("-aio") else "threads"
+    chain = chain.removesuffix("-aio")
+    args = ["--chain", chain, "--server", model, "--threads", "8"]
+    if chain == "jwt":
+        from bench._jwt import material
+
+        args += ["--jwks", str(material().jwks_path)]
+    return _module("bench.envoykit_authz", TCP, stack, work_dir, cpu, *args)
+
+
+def _static_authz_server(stack: contextlib.ExitStack, work_dir: Path, cpu: str | None) -> SidecarStarted:
+    """The ext_authz ceiling's authorization server: an Envoy answering 200 itself, on the
+    sidecar's core (so no Python server limits it)."""
+    server = start_envoy(stack, "authz-server", upstream_bootstrap(), work_dir=work_dir, cpu=cpu)
+    return SidecarStarted(server.listener, server.proc.pid)
 
 
 def _peer(stack: contextlib.ExitStack, work_dir: Path, cpu: str | None) -> SidecarStarted:
@@ -74,6 +96,39 @@ SCENARIOS = [
     ),
     Scenario("floor-tcp", "(ref) bare grpc.aio servicer, no SDK, TCP", partial(_floor, False)),
     Scenario("floor-sync-tcp", "(ref) bare sync grpc servicer, 8 threads, TCP", partial(_floor, True)),
+    Scenario(
+        "authz-noop",
+        "(f) envoykit ext_authz no-op chain, gRPC, `server: threads`",
+        partial(_authz, "noop"),
+        mode="ext_authz",
+    ),
+    Scenario(
+        "authz-floor",
+        "(ref) bare sync grpc ext_authz Check servicer, no SDK, 8 threads",
+        partial(_module, "bench.floor_authz", TCP),
+        mode="ext_authz",
+    ),
+    Scenario(
+        "authz-http-ceiling",
+        "(ref) Envoy ext_authz HTTP to a static 200 server (Envoy direct_response)",
+        _static_authz_server,
+        mode="ext_authz_http",
+    ),
+    Scenario(
+        "jwt-envoykit",
+        "(g) JWT RS256: envoykit `jwt` in ext_authz, `server: threads`",
+        partial(_authz, "jwt"),
+        mode="ext_authz",
+        jwt_token=True,
+    ),
+    Scenario(
+        "jwt-envoykit-aio",
+        "(ref) JWT RS256: envoykit `jwt` in ext_authz, `server: aio`",
+        partial(_authz, "jwt-aio"),
+        mode="ext_authz",
+        jwt_token=True,
+    ),
+    Scenario("jwt-native", "(g) JWT RS256: Envoy native `jwt_authn`", native_jwt=True, jwt_token=True),
 ]
 
 

@@ -46,6 +46,8 @@ log = logging.getLogger("envoykit.filters.jwt")
 
 _DEFAULT_HEADER = ("authorization", "Bearer ")
 _DEFAULT_PARAM = "access_token"
+#: Tokens whose signature a provider verified, remembered per provider (oldest evicted first).
+VERIFIED_CACHE_SIZE = 1024
 
 
 @dataclass
@@ -74,6 +76,10 @@ class _Provider:
         if not headers and not params and not cfg.from_cookies:
             headers, params = [_DEFAULT_HEADER], [_DEFAULT_PARAM]
         self.headers, self.params, self.cookies = headers, params, list(cfg.from_cookies)
+        #: token -> (the key list that verified its signature, the parsed token). Only the parse
+        #: and the signature are remembered: issuer, time and audiences are checked every time,
+        #: and a new key list (a JWKS refresh) means verifying again.
+        self.verified: dict[str, tuple[list[Any], ParsedJwt]] = {}
         self.jwks: JwksSource
         if cfg.local_jwks is not None:
             text = cfg.local_jwks.inline_string
@@ -118,6 +124,15 @@ class _Provider:
                     return jar[cookie].value, None
         return None
 
+    def remember(self, token: str, keys: list[Any], jwt: ParsedJwt) -> None:
+        verified = self.verified
+        if len(verified) >= VERIFIED_CACHE_SIZE:
+            try:
+                del verified[next(iter(verified))]
+            except (KeyError, RuntimeError, StopIteration):  # another thread evicted it first
+                pass
+        verified[token] = (keys, jwt)
+
 
 def _claim(payload: dict[str, Any], name: str) -> Any:
     value: Any = payload
@@ -160,6 +175,13 @@ class Jwt(HttpFilter[JwtConfig, JwtState]):
     """Verify JWTs like Envoy's ``jwt_authn`` (sidecar placement: JWKS fetching is async I/O)."""
 
     name = "jwt"
+
+    def __new__(cls, config: Any = None, *args: Any, **kwargs: Any) -> Jwt:
+        # Providers with local keys only never wait for anything: the sync variant lets a
+        # `threads` sidecar run the hook on its worker thread, without a hop to the event loop.
+        if cls is Jwt and _local_keys_only(config):
+            return super().__new__(_LocalKeysJwt)
+        return super().__new__(cls)
 
     def __init__(self, *args: Any, clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -240,7 +262,8 @@ class Jwt(HttpFilter[JwtConfig, JwtState]):
         if found is None:
             return _Verified(Status.MISSING)
         token, header = found
-        jwt = parse(token)
+        cached = provider.verified.get(token)
+        jwt = cached[1] if cached is not None else parse(token)
         if isinstance(jwt, Status):
             return _Verified(jwt)
         cfg = provider.cfg
@@ -258,11 +281,17 @@ class Jwt(HttpFilter[JwtConfig, JwtState]):
             return _Verified(Status.JWKS_FETCH_FAIL)
         if not keys:
             return _Verified(Status.NO_VALID_KEYS)
+        if cached is not None and cached[0] is keys:
+            return _Verified(Status.OK, jwt, header)  # verified with these very keys before
         status = verify_signature(jwt, keys, provider.algorithms)
         if status is Status.KID_ALG_MISMATCH and jwt.kid and await provider.jwks.refetch_for_unknown_kid():
             keys = await provider.jwks.keys()
             status = verify_signature(jwt, keys or [], provider.algorithms)
-        return _Verified(status, jwt if status is Status.OK else None, header)
+        if status is not Status.OK:
+            return _Verified(status, None, header)
+        if keys:
+            provider.remember(token, keys, jwt)
+        return _Verified(status, jwt, header)
 
     # -- outcomes ------------------------------------------------------------------------------
     def _apply(self, request: Request, state: JwtState) -> None:
@@ -289,7 +318,8 @@ class Jwt(HttpFilter[JwtConfig, JwtState]):
                 request.metadata[cfg.header_in_metadata] = jwt.header
             if not principal_set:
                 principal_set = True
-                request.metadata["payload"] = jwt.payload
+                if cfg.payload_in_metadata != "payload":  # else just written
+                    request.metadata["payload"] = jwt.payload
                 request.metadata["principal"] = f"{jwt.iss}/{jwt.sub}"
                 request.metadata["provider"] = provider.name
 
@@ -301,3 +331,30 @@ class Jwt(HttpFilter[JwtConfig, JwtState]):
         code = 403 if status is Status.AUDIENCE_NOT_ALLOWED else 401
         details = "jwt_authn_access_denied{" + status.value.replace(" ", "_") + "}"
         return Reply(code, status.value, headers={"www-authenticate": realm}, details=details)
+
+
+def _local_keys_only(config: Any) -> bool:
+    try:
+        cfg = config if isinstance(config, JwtConfig) else JwtConfig.model_validate(config)
+    except Exception:  # noqa: BLE001 - the regular class reports the error, with its field
+        return False
+    return all(p.local_jwks is not None for p in cfg.providers.values())
+
+
+class _LocalKeysJwt(Jwt):
+    """``Jwt`` whose providers all have local JWKS (what ``Jwt(...)`` returns for such a config).
+
+    Same checks and answers; the hook is synchronous, because with local keys no step awaits
+    anything (no JWKS fetch, no refetch)."""
+
+    name = "jwt"
+
+    def on_request_headers(self, request: Request, state: JwtState) -> Reply | None:  # type: ignore[override]
+        step = Jwt.on_request_headers(self, request, state)
+        try:
+            step.send(None)
+        except StopIteration as done:
+            result: Reply | None = done.value
+            return result
+        step.close()
+        raise RuntimeError("jwt: a provider with local keys waited for I/O")

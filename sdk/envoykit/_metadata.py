@@ -56,15 +56,20 @@ class MetadataStore:
     def mark(self, namespace: str) -> None:
         self._dirty.add(namespace)
 
-    def take_changes(self) -> dict[str, dict[str, Any]]:
+    def take_changes(self, *, deep_copy: bool = True) -> dict[str, dict[str, Any]]:
         """Full current contents of each namespace changed since the last call.
 
         Whole namespaces are returned because Envoy merges dynamic metadata per top-level key:
         sending only the changed keys of a nested value would drop its other keys.
+        ``deep_copy=False`` (shallow copies of the namespaces) is for a caller that only reads
+        the values, e.g. to serialize them right away.
         """
         if not self._dirty:
             return {}
-        changed = {ns: copy.deepcopy(self._data.get(ns, {})) for ns in sorted(self._dirty)}
+        if deep_copy:
+            changed = {ns: copy.deepcopy(self._data.get(ns, {})) for ns in sorted(self._dirty)}
+        else:
+            changed = {ns: dict(self._data.get(ns, {})) for ns in sorted(self._dirty)}
         self._dirty.clear()
         return changed
 

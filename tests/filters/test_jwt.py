@@ -305,3 +305,56 @@ async def test_no_keys_at_all_is_401_with_the_reason(keys: Keys, jwks_server: Jw
         r.response.headers.get("www-authenticate")
         == 'Bearer realm="http://example.com/x", error="invalid_token"'
     )
+
+
+# -- verified-token cache ------------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_a_verified_token_is_not_verified_again_but_time_is_checked(
+    keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import envoykit_filters.jwt as jwt_module
+
+    calls = []
+    real = jwt_module.verify_signature
+    monkeypatch.setattr(jwt_module, "verify_signature", lambda *a: calls.append(1) or real(*a))
+    now = [float(keys.claims()["iat"])]
+    h = Harness(Jwt(local(keys), clock=lambda: now[0]))
+    token = keys.token(exp=int(now[0]) + 100)
+    for _ in range(3):
+        assert (await h.arequest("GET", "/", headers=bearer(token))).status == 200
+    assert len(calls) == 1
+    now[0] += 100 + 61  # past exp + clock skew: the cached token is expired like any other
+    r = await h.arequest("GET", "/", headers=bearer(token))
+    assert (r.status, r.response.body) == (401, b"Jwt is expired")
+    tampered = keys.tampered()
+    assert (await h.arequest("GET", "/", headers=bearer(tampered))).status == 401
+    assert (await h.arequest("GET", "/", headers=bearer(tampered))).status == 401  # never cached
+
+
+@pytest.mark.asyncio
+async def test_a_cached_token_is_verified_again_with_refreshed_keys(
+    keys: Keys, jwks_server: JwksServer
+) -> None:
+    f = Jwt(remote(jwks_server.url))
+    source = f.providers["p"].jwks
+    clock = Clock()
+    source.clock = clock  # type: ignore[attr-defined]
+    h = Harness(f)
+    token = keys.token()
+    assert (await h.arequest("GET", "/", headers=bearer(token))).status == 200
+    jwks_server.body = keys.jwks("other")  # the issuer drops the key that signed the token
+    clock.now += 301
+    assert (await h.arequest("GET", "/", headers=bearer(token))).status == 200  # stale keys answer
+    assert await source.refreshing is True  # type: ignore[attr-defined]
+    r = await h.arequest("GET", "/", headers=bearer(token))
+    assert r.status == 401 and r.response.body == b"Jwks doesn't have key to match kid or alg from Jwt"
+
+
+@pytest.mark.asyncio
+async def test_local_keys_only_runs_without_awaiting(keys: Keys, jwks_server: JwksServer) -> None:
+    local_only = Jwt(local(keys))
+    assert isinstance(local_only, Jwt) and local_only.name == "jwt"
+    assert type(local_only).async_hooks() == []  # a `threads` sidecar runs it on its own thread
+    assert Harness(local_only).request("GET", "/", headers=bearer(keys.token())).status == 200
+    assert Harness(local_only).request("GET", "/").status == 401
+    assert type(Jwt(remote(jwks_server.url))).async_hooks() == ["on_request_headers"]

@@ -204,7 +204,8 @@ class ExtAuthzService:
         return outcome
 
     def _answer(self, plan: _Plan, stream: Stream, headers: Headers, outcome: _Outcome) -> Any:
-        metadata = stream.metadata.take_changes()
+        # Only read here (serialized into the response, redacted copies in the decision log).
+        metadata = stream.metadata.take_changes(deep_copy=False)
         reply = outcome.reply
         if reply is not None:
             status = reply.status or 403
