@@ -7,6 +7,8 @@ from typing import Any
 
 from envoykit.testing import EchoUpstream, raw_request
 
+from ._native import ROUTER, bootstrap_around
+
 APP = "https://app.example.com"
 
 # -- the native side: envoy.extensions.filters.http.cors.v3.CorsPolicy --------------------------
@@ -100,62 +102,10 @@ def native_bootstrap(upstream_port: int) -> dict[str, Any]:
                 "name": "envoy.filters.http.cors",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
             },
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            },
+            ROUTER,
         ],
     }
-    local = {"socket_address": {"address": "127.0.0.1", "port_value": 0}}
-    return {
-        "admin": {"address": local},
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "native",
-                    "address": local,
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": manager,
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": [
-                {
-                    "name": "echo",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": "echo",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": "127.0.0.1",
-                                                    "port_value": upstream_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ],
-        },
-    }
+    return bootstrap_around(manager, upstream_port)
 
 
 # -- the probes ----------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from typing import Any
 
 from tests.jwtkit.tokens import AUDIENCE, ISSUER, Keys
 
+from ._native import ROUTER, bootstrap_around
+
 
 def provider(keys: Keys) -> dict[str, Any]:
     """A jwt_authn JwtProvider, exactly as a team would have it in its Envoy config."""
@@ -49,62 +51,10 @@ def native_bootstrap(keys: Keys, upstream_port: int) -> dict[str, Any]:
         },
         "http_filters": [
             {"name": "envoy.filters.http.jwt_authn", "typed_config": jwt_authn},
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            },
+            ROUTER,
         ],
     }
-    local = {"socket_address": {"address": "127.0.0.1", "port_value": 0}}
-    return {
-        "admin": {"address": local},
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "native",
-                    "address": local,
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": manager,
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": [
-                {
-                    "name": "echo",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": "echo",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": "127.0.0.1",
-                                                    "port_value": upstream_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ],
-        },
-    }
+    return bootstrap_around(manager, upstream_port)
 
 
 def matrix(keys: Keys) -> list[tuple[str, str, dict[str, str]]]:

@@ -15,6 +15,8 @@ from envoykit import Chain
 from envoykit.testing import EchoUpstream, EnvoyFactory
 from envoykit_filters import IpFilter, Rules
 
+from ._native import ROUTER, bootstrap_around
+
 pytestmark = [pytest.mark.envoy, pytest.mark.slow, pytest.mark.timeout(180)]
 
 _RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
@@ -149,7 +151,6 @@ def _rbac(name: str, action: str, policies: dict[str, Any]) -> dict[str, Any]:
 
 
 def native_bootstrap(upstream_port: int, deny: dict[str, Any], allow: dict[str, Any]) -> dict[str, Any]:
-    local = {"socket_address": {"address": "127.0.0.1", "port_value": 0}}
     manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
         ".HttpConnectionManager",
@@ -166,61 +167,10 @@ def native_bootstrap(upstream_port: int, deny: dict[str, Any], allow: dict[str, 
         "http_filters": [
             _rbac("rbac-deny", "DENY", deny),
             _rbac("rbac-allow", "ALLOW", allow),
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            },
+            ROUTER,
         ],
     }
-    return {
-        "admin": {"address": local},
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "native",
-                    "address": local,
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": manager,
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": [
-                {
-                    "name": "echo",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": "echo",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": "127.0.0.1",
-                                                    "port_value": upstream_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ],
-        },
-    }
+    return bootstrap_around(manager, upstream_port)
 
 
 Probe = tuple[str, str, str, str, tuple[tuple[str, str], ...]]  # source, method, path, host, headers
