@@ -141,6 +141,18 @@ def ratios(outcomes: Sequence[Outcome]) -> list[tuple[str, float | None, str]]:
             TARGET_AUTHZ_VS_CEILING,
         ),
         (
+            "envoykit HTTP ext_authz no-op / ceiling (both `http_service`), req/s",
+            "authz-http-noop",
+            "authz-http-ceiling",
+            TARGET_AUTHZ_VS_CEILING,
+        ),
+        (
+            "envoykit HTTP ext_authz no-op / envoykit gRPC ext_authz no-op, req/s",
+            "authz-http-noop",
+            "authz-noop",
+            None,
+        ),
+        (
             "bare grpc ext_authz floor (no SDK) / Envoy ext_authz ceiling (HTTP), req/s",
             "authz-floor",
             "authz-http-ceiling",
@@ -323,7 +335,9 @@ def results_markdown(
         "- ext_authz (`authz-*`, `jwt-envoykit`): `envoy.filters.http.ext_authz` gRPC (V3,"
         " `encode_raw_headers`, 1 s timeout, `failure_mode_allow: false`) to envoykit's ext_authz"
         " sidecar on `server: threads` (8 threads); the ceiling: the same filter in HTTP mode calling a"
-        " third Envoy (pinned like a sidecar) that answers 200 with `direct_response`",
+        " third Envoy (pinned like a sidecar) that answers 200 with `direct_response`;"
+        " `authz-http-noop`: that same HTTP-mode filter calling envoykit's HTTP authorization server"
+        " (`authz.protocol: http`: httptools on uvloop, the no-op chain)",
         "- JWT (`jwt-*`): one RS256 key (2048 bits) in a JWKS file, the same `jwt_authn` provider block"
         " (issuer, audiences, `local_jwks`, `forward`, `payload_in_metadata`) for native `jwt_authn` and"
         " envoykit's `jwt`; wrk sends one valid token (`-H 'authorization: Bearer ...'`) on every request",

@@ -9,8 +9,11 @@ model (measured faster for unary checks: bench/extauthz_models.py, docs/extauthz
 - ``--chain jwt --jwks PATH``: envoykit's ``jwt`` filter with the provider block the native
   ``jwt_authn`` scenario uses (``bench/_jwt.py``), every path requiring a valid token.
 
+- ``--protocol http``: the same chain behind envoykit's HTTP authorization server (Envoy's
+  ``http_service``) on ``--address``; ``ready`` prints that address.
+
 Usage: .venv/bin/python -m bench.envoykit_authz --address 127.0.0.1:0 --chain noop
-       [--server threads|aio] [--threads 8]
+       [--server threads|aio] [--threads 8] [--protocol grpc|http]
 """
 
 from __future__ import annotations
@@ -48,21 +51,25 @@ def build_chain(kind: str, jwks: str | None) -> Chain:
     return Chain([Jwt(config)], name="authz")
 
 
-async def serve(address: str, chain: Chain, server_model: str, threads: int) -> None:
-    from envoykit.extauthz import ext_authz_service
+async def serve(address: str, chain: Chain, server_model: str, threads: int, protocol: str = "grpc") -> None:
+    from envoykit.extauthz import HttpAuthzService, ext_authz_service, http_authz_service
     from envoykit.runtime import SidecarServer, tune_garbage_collector
 
+    http = protocol == "http"
     server = SidecarServer(
         {"authz": chain},
         default_chain="authz",
-        address=address,
-        services=[ext_authz_service()],
+        # HTTP mode: the checks go to the HTTP server on `address`; the gRPC server (health only)
+        # listens on a port of its own, as in `envoykit serve`.
+        address="127.0.0.1:0" if http else address,
+        services=[http_authz_service(address) if http else ext_authz_service()],
         server_model="threads" if server_model == "threads" else "aio",
         threads=threads,
     )
     tune_garbage_collector()  # as `envoykit serve` does for its process
     await server.start()
-    print(f"ready {server.address}", flush=True)
+    service = server.services[0]
+    print(f"ready {service.address if isinstance(service, HttpAuthzService) else server.address}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -78,12 +85,18 @@ def main() -> None:
     parser.add_argument("--jwks", help="JWKS file of the jwt chain's provider")
     parser.add_argument("--server", choices=["aio", "threads"], default="threads", help="server model")
     parser.add_argument("--threads", type=int, default=8, help="worker threads for --server threads")
+    parser.add_argument(
+        "--protocol",
+        choices=["grpc", "http"],
+        default="grpc",
+        help="ext_authz over gRPC or HTTP (http_service)",
+    )
     args = parser.parse_args()
     chain = build_chain(args.chain, args.jwks)
     from bench.envoykit_noop import _loop_factory  # uvloop when installed, as `envoykit serve`
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(args.address, chain, args.server, args.threads))
+        runner.run(serve(args.address, chain, args.server, args.threads, args.protocol))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,13 @@ def _authz(chain: str, stack: contextlib.ExitStack, work_dir: Path, cpu: str | N
     return _module("bench.envoykit_authz", TCP, stack, work_dir, cpu, *args)
 
 
+def _authz_http(stack: contextlib.ExitStack, work_dir: Path, cpu: str | None) -> SidecarStarted:
+    """envoykit's HTTP ext_authz server (httptools on uvloop) with the no-op chain; the gRPC
+    side of the sidecar only serves health (one idle thread)."""
+    args = ["--chain", "noop", "--protocol", "http", "--server", "threads", "--threads", "1"]
+    return _module("bench.envoykit_authz", TCP, stack, work_dir, cpu, *args)
+
+
 def _static_authz_server(stack: contextlib.ExitStack, work_dir: Path, cpu: str | None) -> SidecarStarted:
     """The ext_authz ceiling's authorization server: an Envoy answering 200 itself, on the
     sidecar's core (so no Python server limits it)."""
@@ -112,6 +119,12 @@ SCENARIOS = [
         "authz-http-ceiling",
         "(ref) Envoy ext_authz HTTP to a static 200 server (Envoy direct_response)",
         _static_authz_server,
+        mode="ext_authz_http",
+    ),
+    Scenario(
+        "authz-http-noop",
+        "(f2) envoykit ext_authz no-op chain, HTTP (`authz.protocol: http`)",
+        _authz_http,
         mode="ext_authz_http",
     ),
     Scenario(

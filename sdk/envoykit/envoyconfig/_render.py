@@ -9,6 +9,7 @@ never sends a phase that chain does not use.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "sidecar_address",
     "wasm_filter",
     "ext_authz_filter",
+    "header_patterns",
     "chain_specs",
     "ensure_in_proxy_module",
     "LISTENER_NAME",
@@ -51,6 +53,7 @@ def render_bootstrap(
     access_log: str | None = None,
     in_proxy: list[Any] | None = None,
     ratelimit: str | None = None,
+    authz_http: str | None = None,
 ) -> dict[str, Any]:
     """The bootstrap as a dict (``yaml.safe_dump`` it for Envoy).
 
@@ -58,7 +61,8 @@ def render_bootstrap(
     addresses they actually bound): ``sidecar`` is ``host:port`` or ``unix:/path``,
     ``upstreams`` maps an upstream name to an ``http://host:port`` URL. ``in_proxy`` filters
     (e.g. ``wasm_filter(...)``) run first, before the sidecar's ext_proc filter. ``ratelimit``
-    overrides the rate-limit service's ``host:port``.
+    overrides the rate-limit service's ``host:port``, ``authz_http`` the HTTP ext_authz server's
+    (``authz.protocol: http``).
 
     A filter instance with a true ``manages_server_header`` attribute (``security-headers``
     removing or setting ``server``) switches the listener to ``server_header_transformation:
@@ -94,7 +98,15 @@ def render_bootstrap(
                 metadata_namespaces=namespaces,
             )
         )
-    if used or authz_chain is not None:
+    authz_http_mode = config.authz is not None and config.authz.protocol == "http"
+    if authz_http_mode:
+        clusters.append(
+            fragment(
+                "authz_http_cluster",
+                address=sidecar_address(authz_http or config.sidecar.authz_http_address),
+            )
+        )
+    if used or (authz_chain is not None and not authz_http_mode):
         clusters.append(
             fragment("sidecar_cluster", address=sidecar_address(sidecar or config.sidecar.address))
         )
@@ -165,20 +177,128 @@ def ext_authz_filter(config: GatewayConfig, chain: Chain) -> Any:
     spec = config.authz
     if spec is None:
         raise ValueError("the gateway has no authz section")
-    out = fragment(
-        "ext_authz_filter",
-        timeout=f"{spec.timeout_ms / 1000:g}s",
-        chain=spec.chain,
-        failure_mode_allow=spec.failure_mode_allow,
-        status_on_error=spec.status_on_error,
-        include_peer_certificate=spec.include_peer_certificate,
-        metadata_context_namespaces=list(spec.metadata_context_namespaces),
-    )
+    if spec.protocol == "http":
+        out = _ext_authz_http_filter(config)
+    else:
+        out = fragment(
+            "ext_authz_filter",
+            timeout=f"{spec.timeout_ms / 1000:g}s",
+            chain=spec.chain,
+            failure_mode_allow=spec.failure_mode_allow,
+            status_on_error=spec.status_on_error,
+            include_peer_certificate=spec.include_peer_certificate,
+            metadata_context_namespaces=list(spec.metadata_context_namespaces),
+        )
     body = spec.with_request_body
     if body is None and chain.needs.request_body is not BodyMode.NONE:
         body = AuthzBodySpec()
     if body is not None:
         out["typed_config"]["with_request_body"] = body.model_dump()
+    return out
+
+
+#: Never sent to the HTTP authorization server: hop-by-hop and framing headers of the client's
+#: request (Envoy frames the check request itself).
+_NOT_FORWARDED = (
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "expect",
+)
+#: Never copied from an allow answer to the upstream request: its own framing and Envoy's
+#: removal list.
+_NOT_UPSTREAM = (
+    ":status",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "x-envoy-auth-headers-to-remove",
+)
+
+
+def _ext_authz_http_filter(config: GatewayConfig) -> Any:
+    spec = config.authz
+    assert spec is not None
+    allowed = (
+        header_patterns(spec.allowed_headers)
+        if spec.allowed_headers is not None
+        else [_all_but(_NOT_FORWARDED)]
+    )
+    out = fragment(
+        "ext_authz_http_filter",
+        authority=_authority(config.sidecar.authz_http_address),
+        timeout=f"{spec.timeout_ms / 1000:g}s",
+        chain=spec.chain,
+        allowed_headers=allowed,
+        disallowed_headers=[{"exact": name} for name in _NOT_FORWARDED],
+        allowed_upstream_headers=header_patterns(spec.allowed_upstream_headers, exclude=_NOT_UPSTREAM),
+        failure_mode_allow=spec.failure_mode_allow,
+        status_on_error=spec.status_on_error,
+        include_peer_certificate=spec.include_peer_certificate,
+        metadata_context_namespaces=list(spec.metadata_context_namespaces),
+    )
+    if spec.allowed_client_headers is not None:
+        out["typed_config"]["http_service"]["authorization_response"]["allowed_client_headers"] = {
+            "patterns": header_patterns(spec.allowed_client_headers)
+        }
+    return out
+
+
+def _authority(address: str) -> str:
+    return "envoykit-authz" if address.startswith("unix:") else address
+
+
+def header_patterns(patterns: tuple[str, ...], *, exclude: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Envoy ``StringMatcher``s for gateway-file header patterns (``name``, ``prefix*``, ``*``);
+    ``*`` matches any name but those of ``exclude``."""
+    out: list[dict[str, Any]] = []
+    for pattern in patterns:
+        if pattern == "*":
+            out += _all_but(exclude)
+        elif pattern.endswith("*"):
+            out.append({"prefix": pattern[:-1]})
+        else:
+            out.append({"exact": pattern})
+    return out
+
+
+def _all_but(names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """RE2 matchers (no look-ahead) for every header name except ``names``: a complement built on
+    the names' trie, split into regexes small enough for Envoy's RE2 program-size limit (100)."""
+    trie: dict[str, Any] = {}
+    for name in names:
+        node = trie
+        for char in name:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def complement(node: dict[str, Any]) -> str:
+        children = sorted(c for c in node if c)
+        if not children:
+            return ".+"  # an excluded name, continued
+        options = [] if "" in node else [""]  # a strict prefix of an excluded name is fine
+        options.append(f"[^{''.join(re.escape(c) for c in children)}].*")
+        options += [f"{re.escape(c)}(?:{complement(node[c])})" for c in children]
+        return "|".join(options)
+
+    out: list[dict[str, Any]] = []
+
+    def split(node: dict[str, Any], prefix: str) -> None:
+        whole = complement(node)
+        if len(whole) <= 130:
+            out.append({"safe_regex": {"regex": f"^{prefix}(?:{whole})$"}})
+            return
+        children = sorted(c for c in node if c)
+        here = [] if "" in node else [""]
+        here.append(f"[^{''.join(re.escape(c) for c in children)}].*")
+        out.append({"safe_regex": {"regex": f"^{prefix}(?:{'|'.join(here)})$"}})
+        for c in children:
+            split(node[c], prefix + re.escape(c))
+
+    split(trie, "")
     return out
 
 

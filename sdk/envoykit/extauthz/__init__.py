@@ -13,6 +13,7 @@ filters made. The server around it (health, metrics, drain) is ``envoykit.runtim
 from ._convert import CHAIN_CONTEXT_KEY, check_attributes, check_body, check_headers
 from ._decisions import REDACTED, DecisionLog, redact_path, redact_value
 from ._gateway import gateway_services, uses_ext_proc
+from ._http import CHAIN_HEADER, CLIENT_ADDRESS_HEADER, HttpAuthzService, http_authz_service
 from ._metrics import AuthzMetrics
 from ._protos import SERVICE_NAME
 from ._service import ExtAuthzService, ext_authz_service
@@ -22,6 +23,10 @@ __all__ = [
     "CHAIN_CONTEXT_KEY",
     "DecisionLog",
     "ExtAuthzService",
+    "HttpAuthzService",
+    "http_authz_service",
+    "CHAIN_HEADER",
+    "CLIENT_ADDRESS_HEADER",
     "REDACTED",
     "SERVICE_NAME",
     "check_attributes",

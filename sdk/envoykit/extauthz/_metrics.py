@@ -6,6 +6,8 @@ the one number ext_authz operators watch: allows and denies, and which filter de
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
@@ -19,6 +21,15 @@ class AuthzMetrics(Collector):
     def __init__(self, registry: CollectorRegistry) -> None:
         self._counts: dict[tuple[str, str, str], int] = {}
         registry.register(self)
+
+    @classmethod
+    def shared(cls, registry: CollectorRegistry) -> AuthzMetrics:
+        """The one instance of ``registry`` (the gRPC and HTTP servers of a process share it)."""
+        with _LOCK:
+            metrics = _SHARED.get(registry)
+            if metrics is None:
+                metrics = _SHARED[registry] = cls(registry)
+            return metrics
 
     def decided(self, chain: str, decision: str, filter_name: str) -> None:
         key = (chain, decision, filter_name)
@@ -39,3 +50,7 @@ class AuthzMetrics(Collector):
         for labels, count in counts:
             family.add_metric(labels, count)
         yield family
+
+
+_SHARED: weakref.WeakKeyDictionary[CollectorRegistry, AuthzMetrics] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()

@@ -9,6 +9,7 @@ exist or which phases each one needs.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -39,6 +40,10 @@ DEFAULT_REQUEST_ATTRIBUTES = (
     "xds.route_name",
     "request.id",
 )
+
+
+#: A lower-case HTTP header name (RFC 9110 token).
+_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'+.^_`|~-]+")
 
 
 class _Spec(BaseModel):
@@ -74,8 +79,10 @@ class SidecarSpec(_Spec):
     #: Request header that selects a chain. Only safe if Envoy sets it (clients could too).
     chain_header: str | None = None
     request_attributes: tuple[str, ...] = DEFAULT_REQUEST_ATTRIBUTES
+    #: Where the HTTP ext_authz server listens (``authz.protocol: http``), ``host:port``.
+    authz_http_address: str = "127.0.0.1:50052"
 
-    @field_validator("address")
+    @field_validator("address", "authz_http_address")
     @classmethod
     def _check_address(cls, value: str) -> str:
         if value.startswith("unix:"):
@@ -179,6 +186,37 @@ class AuthzSpec(_Spec):
     decision_log: str | None = None
     #: Also log the request headers (credentials redacted).
     decision_log_headers: bool = False
+    #: ``grpc`` (the sidecar's ``Authorization/Check``) or ``http`` (Envoy's ``http_service`` to
+    #: ``sidecar.authz_http_address``: cheaper for Envoy, no dynamic metadata; docs/extauthz.md).
+    protocol: Literal["grpc", "http"] = "grpc"
+    #: HTTP mode: request headers Envoy sends to the check (default: all but hop-by-hop ones).
+    #: Exact lower-case names, or ``prefix*``.
+    allowed_headers: tuple[str, ...] | None = None
+    #: HTTP mode: headers of an allow answer Envoy copies to the upstream request (``*``: any
+    #: header the chain set, ``prefix*``, or exact names).
+    allowed_upstream_headers: tuple[str, ...] = ("*",)
+    #: HTTP mode: headers of a denial Envoy passes to the client (default: all of them).
+    allowed_client_headers: tuple[str, ...] | None = None
+
+    @field_validator("allowed_headers", "allowed_upstream_headers", "allowed_client_headers")
+    @classmethod
+    def _check_patterns(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for pattern in value or ():
+            name = pattern.removesuffix("*")
+            if pattern != "*" and (not name or "*" in name or not _HEADER_NAME.fullmatch(name)):
+                raise ValueError(f"{pattern!r} is not a header name, 'prefix*' or '*'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_protocol(self) -> AuthzSpec:
+        changed = self.model_fields_set & {
+            "allowed_headers",
+            "allowed_upstream_headers",
+            "allowed_client_headers",
+        }
+        if self.protocol == "grpc" and changed:
+            raise ValueError(f"{', '.join(sorted(changed))} only apply to protocol: http")
+        return self
 
 
 class RateLimitSpec(_Spec):

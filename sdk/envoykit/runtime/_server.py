@@ -202,6 +202,15 @@ class SidecarServer:
             except OSError:
                 await _stop_server(server, None)
                 raise
+        for service in self.services:
+            # Services listening on their own address (the HTTP ext_authz server).
+            start_serving = getattr(service, "start_serving", None)
+            if start_serving is not None:
+                try:
+                    await start_serving()
+                except OSError:
+                    await _stop_server(server, None)
+                    raise
         await self.health.set_serving()
         log.info(
             "envoykit sidecar serving %s on %s (chains: %s; default: %s)",
@@ -228,7 +237,10 @@ class SidecarServer:
         if self.drain_delay > 0:
             await asyncio.sleep(self.drain_delay)
         log.info("envoykit sidecar stopping (grace %ss)", grace)
-        await _stop_server(server, grace)
+        stopping = [
+            stop_serving(grace) for s in self.services if (stop_serving := getattr(s, "stop_serving", None))
+        ]
+        await asyncio.gather(_stop_server(server, grace), *stopping)
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.stop()
         if self.listen.path is not None:

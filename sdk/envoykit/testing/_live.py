@@ -142,7 +142,7 @@ def start_gateway(
             address = f"unix:{sock_dir}/sidecar.sock"
         from ..extauthz import gateway_services
 
-        services, model = gateway_services(gateway)
+        services, model = gateway_services(gateway, authz_http_address="127.0.0.1:0")
         sidecar = stack.enter_context(
             SidecarThread(
                 built,
@@ -156,6 +156,7 @@ def start_gateway(
         bootstrap = render_bootstrap(
             gateway,
             sidecar=sidecar.address,
+            authz_http=_authz_http_address(sidecar),
             listener_port=0,
             admin_port=0,
             access_log=str(envoy_factory.root / f"access-{len(envoy_factory.started) + 1}.log")
@@ -169,3 +170,13 @@ def start_gateway(
     except BaseException:
         stack.close()
         raise
+
+
+def _authz_http_address(sidecar: SidecarThread) -> str | None:
+    """The bound address of the sidecar's HTTP ext_authz server, if it runs one."""
+    from ..extauthz import HttpAuthzService
+
+    for service in sidecar.server.services:
+        if isinstance(service, HttpAuthzService):
+            return service.address
+    return None
