@@ -167,6 +167,12 @@ def ratios(outcomes: Sequence[Outcome]) -> list[tuple[str, float | None, str]]:
             "jwt-native",
             TARGET_JWT_VS_NATIVE,
         ),
+        (
+            "JWT RS256: envoykit `jwt` (HTTP ext_authz) / native `jwt_authn`, req/s",
+            "jwt-envoykit-http",
+            "jwt-native",
+            TARGET_JWT_VS_NATIVE,
+        ),
         ("JWT RS256: envoykit `jwt` (ext_authz) / no filter, req/s", "jwt-envoykit", "no-filter", None),
         ("JWT RS256: native `jwt_authn` / no filter, req/s", "jwt-native", "no-filter", None),
         (

@@ -66,10 +66,14 @@ def _authz(chain: str, stack: contextlib.ExitStack, work_dir: Path, cpu: str | N
     return _module("bench.envoykit_authz", TCP, stack, work_dir, cpu, *args)
 
 
-def _authz_http(stack: contextlib.ExitStack, work_dir: Path, cpu: str | None) -> SidecarStarted:
-    """envoykit's HTTP ext_authz server (httptools on uvloop) with the no-op chain; the gRPC
-    side of the sidecar only serves health (one idle thread)."""
-    args = ["--chain", "noop", "--protocol", "http", "--server", "threads", "--threads", "1"]
+def _authz_http(chain: str, stack: contextlib.ExitStack, work_dir: Path, cpu: str | None) -> SidecarStarted:
+    """envoykit's HTTP ext_authz server (httptools on uvloop) with the no-op or JWT chain; the
+    gRPC side of the sidecar only serves health (one idle thread)."""
+    args = ["--chain", chain, "--protocol", "http", "--server", "threads", "--threads", "1"]
+    if chain == "jwt":
+        from bench._jwt import material
+
+        args += ["--jwks", str(material().jwks_path)]
     return _module("bench.envoykit_authz", TCP, stack, work_dir, cpu, *args)
 
 
@@ -124,7 +128,7 @@ SCENARIOS = [
     Scenario(
         "authz-http-noop",
         "(f2) envoykit ext_authz no-op chain, HTTP (`authz.protocol: http`)",
-        _authz_http,
+        partial(_authz_http, "noop"),
         mode="ext_authz_http",
     ),
     Scenario(
@@ -139,6 +143,13 @@ SCENARIOS = [
         "(ref) JWT RS256: envoykit `jwt` in ext_authz, `server: aio`",
         partial(_authz, "jwt-aio"),
         mode="ext_authz",
+        jwt_token=True,
+    ),
+    Scenario(
+        "jwt-envoykit-http",
+        "(g2) JWT RS256: envoykit `jwt` in ext_authz, HTTP (`authz.protocol: http`)",
+        partial(_authz_http, "jwt"),
+        mode="ext_authz_http",
         jwt_token=True,
     ),
     Scenario("jwt-native", "(g) JWT RS256: Envoy native `jwt_authn`", native_jwt=True, jwt_token=True),
