@@ -3,51 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pytest
 
-from envoykit import Chain, EmptyConfig, HttpFilter, NoState, Reply, Request, Response
+from envoykit import Chain
 from envoykit_filters import AddHeaders
+from tests.extauthz.support import BodyCheck, Decorate, Tagger
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(90)]
-
-
-class Tagger(HttpFilter[EmptyConfig, NoState]):
-    name = "tagger"
-
-    def on_request_headers(self, request: Request, state: NoState) -> Reply | None:
-        request.headers.set("x-user", "alice")
-        request.headers.add("x-multi", "two")
-        request.headers.remove("x-drop")
-        request.metadata["client"] = request.attributes.source_address
-        if request.path_only == "/deny":
-            request.metadata["reason"] = "path"
-            return Reply(451, "not here\n", headers={"x-why": "path"}, details="tagger_denied")
-        return None
-
-
-class Decorate(HttpFilter[EmptyConfig, NoState]):
-    name = "decorate"
-
-    def on_response_headers(self, response: Response, state: NoState) -> Reply | None:
-        response.headers.set("x-decorated", "local" if response.is_local_reply else "upstream")
-        return None
-
-
-@dataclass
-class SizeState:
-    size: int = 0
-
-
-class BodyCheck(HttpFilter[EmptyConfig, SizeState]):
-    name = "body-check"
-
-    def on_request_body(self, request: Request, state: SizeState) -> Reply | None:
-        if b"forbidden" in request.body:
-            return Reply(400, "bad body\n")
-        request.headers.set("x-body-size", str(len(request.body)))
-        return None
 
 
 def test_allow_applies_header_changes_response_headers_and_metadata(gateway_factory, tmp_path):

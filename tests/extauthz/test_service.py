@@ -5,58 +5,18 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 
-from envoykit import Chain, EmptyConfig, HttpFilter, NoState, Reply, Request, Response
+from envoykit import Chain, EmptyConfig, HttpFilter, NoState, Reply, Request
 from envoykit.extauthz import DecisionLog, ext_authz_service
 from envoykit.runtime import SidecarThread
 
-from .support import call_check, check_request, header_options, response_metadata
+from .support import BodyCheck, Decorate, Tagger, call_check, check_request, header_options, response_metadata
 
 MODELS = ["aio", "threads"]
-
-
-class Tagger(HttpFilter[EmptyConfig, NoState]):
-    name = "tagger"
-
-    def on_request_headers(self, request: Request, state: NoState) -> Reply | None:
-        request.headers.set("x-user", "alice")
-        request.headers.add("x-multi", "two")
-        request.headers.remove("x-drop")
-        request.metadata["client"] = request.attributes.source_address
-        if request.path_only == "/deny":
-            request.metadata["reason"] = "path"
-            return Reply(451, "not here\n", headers={"x-why": "path"}, details="tagger_denied")
-        return None
-
-
-class Decorate(HttpFilter[EmptyConfig, NoState]):
-    """Response hook: decorates replies and allowed responses alike."""
-
-    name = "decorate"
-
-    def on_response_headers(self, response: Response, state: NoState) -> Reply | None:
-        response.headers.set("x-decorated", "local" if response.is_local_reply else "upstream")
-        return None
-
-
-@dataclass
-class BodyState:
-    size: int = 0
-
-
-class BodyCheck(HttpFilter[EmptyConfig, BodyState]):
-    name = "body-check"
-
-    def on_request_body(self, request: Request, state: BodyState) -> Reply | None:
-        if b"forbidden" in request.body:
-            return Reply(400, "bad body\n")
-        request.headers.set("x-body-size", str(len(request.body)))
-        return None
 
 
 class Explode(HttpFilter[EmptyConfig, NoState]):
