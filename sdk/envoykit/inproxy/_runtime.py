@@ -155,7 +155,8 @@ class InProxyRuntime:
         self.chain: Chain | None = None
         self.failure_mode_allow = False
         self._contexts: dict[int, _Context] = {}
-        self._wanted = Callback.ALL
+        #: ``callbacks()`` of the configured chain (all until configured): what the shim forwards.
+        self.wanted = Callback.ALL
         self._modes = (BodyMode.NONE, BodyMode.NONE)
 
     # -- configuration -----------------------------------------------------------------------
@@ -168,7 +169,7 @@ class InProxyRuntime:
             return False
         self.chain.bind_metrics(_EnvoyMetrics(self.host))
         self.chain.bind_shared_data(_EnvoySharedData(self.host))
-        self._wanted = self.callbacks()
+        self.wanted = self.callbacks()
         #: Body mode per body buffer type (0 request, 1 response), looked up on every callback.
         self._modes = (self.chain.needs.request_body, self.chain.needs.response_body)
         return True
@@ -308,7 +309,7 @@ class InProxyRuntime:
         """
         ctx = self._contexts.get(context_id)
         if ctx is None:
-            if self.chain is None or not self._wanted & bit:
+            if self.chain is None or not self.wanted & bit:
                 return 0  # not configured, or a callback the chain cannot act on: pass
             # Properties cost a host round trip each: fetch them only if a filter reads one.
             attributes = _LazyAttributes(self._attributes)
@@ -349,7 +350,7 @@ class InProxyRuntime:
             self._emit_metadata(ctx)
         if mode is BodyMode.BUFFERED and not end_of_stream:
             return HeadersStatus.STOP_ITERATION  # hold headers so the body can fix content-length
-        ctx.last = not self._wanted & (direction.later | (0 if end_of_stream else direction.after_headers))
+        ctx.last = not self.wanted & (direction.later | (0 if end_of_stream else direction.after_headers))
         return HeadersStatus.CONTINUE
 
     def _body(self, ctx: _Context, direction: _Direction, size: int, end_of_stream: int) -> int:
@@ -376,7 +377,7 @@ class InProxyRuntime:
             ctx.body_done.add(direction.body_buffer)
             self._write_headers(direction.headers_map, message.headers)
         self._emit_metadata(ctx)
-        ctx.last = end_of_stream and not self._wanted & direction.later
+        ctx.last = end_of_stream and not self.wanted & direction.later
         return DataStatus.CONTINUE
 
     def _trailers(self, ctx: _Context, direction: _Direction) -> int:
@@ -394,7 +395,7 @@ class InProxyRuntime:
             return self._send(ctx, reply, TrailersStatus.STOP_ITERATION)
         self._write_headers(direction.trailers_map, trailers)
         self._emit_metadata(ctx)
-        ctx.last = not self._wanted & direction.later
+        ctx.last = not self.wanted & direction.later
         return TrailersStatus.CONTINUE
 
     # -- host plumbing ---------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def bind(native: Any, *modules: types.ModuleType) -> dict[str, Any]:
 
     def on_configure(configuration: bytes) -> bool:
         ok = runtime.on_configure(configuration)
-        native.set_callbacks(runtime.callbacks() if ok else Callback.ALL)
+        native.set_callbacks(runtime.wanted if ok else Callback.ALL)
         return ok
 
     return {
