@@ -51,7 +51,10 @@ T = TypeVar("T")
 #: A running phase: yields awaitables (async hooks only), returns the final local reply, if any.
 PhaseRun = Generator[Awaitable[Any], Any, T]
 
-_BODY_LOCKED = "the body can only be changed in a body hook (on_request_body/on_response_body)"
+_BODY_LOCKED = (
+    "the body can only be changed in a body hook (on_request_body/on_response_body), or in "
+    "on_request_headers of a request without a body"
+)
 
 
 class ChainObserver(Protocol):
@@ -290,7 +293,12 @@ class Stream:
                 raise FilterDefinitionError(
                     f"{flt.name}.{phase.hook_name} returned {result!r}; return None or a Reply"
                 )
-            if not body_hook and message._body_changed and message._body is not body_snap[0]:
+            if (
+                not body_hook
+                and message._body_changed
+                and message._body is not body_snap[0]
+                and not (phase is Phase.REQUEST_HEADERS and message.end_of_stream)
+            ):
                 raise FilterDefinitionError(f"{flt.name}.{phase.hook_name}: {_BODY_LOCKED}")
             return result
         except Exception as exc:  # noqa: BLE001 - a filter bug must never take the stream down

@@ -92,6 +92,12 @@ def render_bootstrap(
                 metadata_namespaces=namespaces,
             )
         )
+        # A filter that rewrites :method (the gRPC-JSON transcoder) needs Envoy's routing headers
+        # unlocked; they stay protected otherwise.
+        if any(
+            getattr(f, "modifies_routing_headers", False) for chain in used.values() for f in chain.filters
+        ):
+            filters[-1]["typed_config"]["mutation_rules"]["allow_all_routing"] = True
     if used or authz_chain is not None:
         clusters.append(
             fragment("sidecar_cluster", address=sidecar_address(sidecar or config.sidecar.address))

@@ -179,6 +179,9 @@ class Harness:
         reply = yield from stream.request_headers(req_headers, end_of_stream=not has_body)
         if reply is not None:
             return self._local(stream, reply)
+        assert stream.request is not None
+        if not has_body and stream.request.body_changed:
+            chunks = [stream.request.body]  # a body given to a bodiless request by its headers hook
         sent_body, calls, reply = yield from _deliver_body(
             chunks,
             needs.request_body,

@@ -1,0 +1,103 @@
+"""The differential matrix: (label, method, path, body) for every transcoder feature and error
+case, and how an answer is reduced for comparison."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+BOOK = (
+    '{"title":"T","genre":"FICTION","published":"2021-01-01T00:00:00Z","read_time":"1.5s",'
+    '"rating":3,"extra":{"a":[1,"x",null],"b":{"c":true}},"tags":["x","y"],'
+    '"author":{"name":"Eve","birthYear":1990},"reviewers":[{"name":"R1"},{"name":"R2"}],'
+    '"labels":{"k":"v"},"price":9.75,"in_stock":true}'
+)
+
+CASES: list[tuple[str, str, str, str | None]] = [
+    # rules, templates, query parameters
+    ("get", "GET", "/v1/shelves/1/books/2", None),
+    ("additional-binding", "GET", "/v1/books/3", None),
+    ("query-nested-repeated-enum", "GET",
+     "/v1/shelves/1/books?page_size=5&tags=a&tags=b&genre=HISTORY&author.name=Bob&in_stock=true", None),
+    ("query-enum-number", "GET", "/v1/shelves/1/books?genre=3", None),
+    ("query-overrides-path", "GET", "/v1/shelves/1/books/2?shelf=9", None),
+    ("query-escaped", "GET", "/v1/shelves/1/books?author.name=A%20B%26C", None),
+    ("query-unknown", "GET", "/v1/shelves/1/books?unknown=1", None),
+    ("query-bad-int", "GET", "/v1/shelves/1/books?page_size=abc", None),
+    ("query-bad-enum", "GET", "/v1/shelves/1/books?genre=NOPE", None),
+    ("path-bad-int", "GET", "/v1/shelves/x/books", None),
+    ("path-template-segments", "GET", "/v1/shelves/abc", None),
+    ("path-double-wildcard", "GET", "/v1/files/a/b/c.txt", None),
+    ("path-double-wildcard-query", "GET", "/v1/files/a/b/c.html?format=html", None),
+    ("custom-verb-method", "SEARCH", "/v1/shelves/4:search", None),
+    ("stream-array", "GET", "/v1/shelves/1/books:stream?page_size=2", None),
+    ("response-body-httpbody-field", "GET", "/v1/shelves/1/books/2/page", None),
+    # bodies
+    ("post-body-field", "POST", "/v1/shelves/5/books", BOOK),
+    ("post-body-star", "POST", "/v1/shelves", '{"id":3,"theme":"sci"}'),
+    ("post-empty-body", "POST", "/v1/shelves/5/books", ""),
+    ("patch", "PATCH", "/v1/shelves/5/books/9", '{"title":"new"}'),
+    ("put-additional-star", "PUT", "/v2/shelves/5/books/9", '{"shelf":"6","book":{"title":"put"}}'),
+    ("delete-empty-response", "DELETE", "/v1/shelves/5/books/9", None),
+    ("httpbody-request-field", "POST", "/v1/upload/doc", "hello raw"),
+    ("enum-number-in-body", "POST", "/v1/shelves/5/books", '{"genre":2}'),
+    ("unknown-body-field", "POST", "/v1/shelves/5/books", '{"nope":1}'),
+    ("bad-json", "POST", "/v1/shelves/5/books", "{bad json"),
+    ("wrong-type", "POST", "/v1/shelves/5/books", '{"title":5}'),
+    ("bad-enum-in-body", "POST", "/v1/shelves/5/books", '{"genre":"NOPE"}'),
+    ("bad-timestamp", "POST", "/v1/shelves/5/books", '{"published":"yesterday"}'),
+    ("array-for-message", "POST", "/v1/shelves", "[1,2]"),
+    # gRPC errors
+    ("grpc-not-found", "GET", "/v1/shelves/1/books/404", None),
+    ("grpc-invalid-argument", "POST", "/v1/fail", '{"code":3,"message":"bad arg"}'),
+    ("grpc-unauthenticated", "POST", "/v1/fail", '{"code":16,"message":"who"}'),
+    ("grpc-permission-denied", "POST", "/v1/fail", '{"code":7,"message":"no"}'),
+    ("grpc-unavailable", "POST", "/v1/fail", '{"code":14,"message":"down"}'),
+    ("grpc-internal", "POST", "/v1/fail", '{"code":13,"message":"boom"}'),
+    ("stream-error-first", "POST", "/v1/fail:stream", '{"code":9,"message":"first","after":0}'),
+    # no rule: passed through to the gRPC backend untouched (it resets an HTTP/1 request)
+    ("no-rule", "GET", "/not/a/route", None),
+    ("wrong-method", "POST", "/v1/shelves/1/books/2", None),
+]  # fmt: skip
+
+
+def observe(url: str) -> dict[str, Any]:
+    """Each case reduced to what must match: status, content-type, gRPC status headers and
+    the body (parsed JSON when JSON; for transcoder 400s only that it is text)."""
+    out: dict[str, Any] = {}
+    with httpx.Client(timeout=10) as client:
+        for label, method, path, body in CASES:
+            r = client.request(method, url + path, content=body.encode() if body is not None else None)
+            ctype = r.headers.get("content-type", "")
+            parsed: Any
+            if ctype.startswith("application/json"):
+                text = r.text
+                try:
+                    parsed = json.loads(text)
+                except ValueError:  # newline-delimited (objects may span lines with whitespace)
+                    parsed = _json_sequence(text)
+            elif r.status_code == 400 and ctype == "text/plain":
+                parsed = "<message>"  # the parser's wording differs; see docs
+            else:
+                parsed = r.text
+            out[label] = {
+                "status": r.status_code,
+                "content-type": ctype,
+                "grpc-status": r.headers.get("grpc-status"),
+                "grpc-message": r.headers.get("grpc-message"),
+                "body": parsed,
+            }
+    return out
+
+
+def _json_sequence(text: str) -> list[Any]:
+    decoder, out, i = json.JSONDecoder(), [], 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        value, i = decoder.raw_decode(text, i)
+        out.append(value)
+    return out
