@@ -101,6 +101,8 @@ def _registry(config: TranscoderConfig) -> Registry:
 @dataclass
 class TranscoderState:
     binding: Binding | None = None
+    #: The gRPC request body is written.
+    encoded: bool = False
     #: Path and query bindings, as JSON, merged under the body.
     bound: dict[str, Any] = field(default_factory=dict)
     #: The response is gRPC and is being transcoded.
@@ -156,7 +158,6 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
                     parse_query(request.query, unescape_plus=self.config.query_param_unescape_plus),
                     skip=self.skip,
                     ignore_unknown=self.config.ignore_unknown_query_parameters,
-                    body_field=binding.body,
                 )
             except NoMatch:
                 return None  # an unknown query parameter: not a transcoded request
@@ -177,7 +178,7 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
         return None
 
     def on_request_body(self, request: Request, state: TranscoderState) -> Reply | None:
-        if state.binding is None:
+        if state.binding is None or state.encoded:
             return None
         return self._encode(request, state, request.body)
 
@@ -189,13 +190,15 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
         ignore = not self.config.reject_unknown_fields
         try:
             json_format.ParseDict(state.bound, message)
-            if binding.body is not None:
-                self._parse_body(message, binding.body, body, state.content_type, ignore)
+            # A rule without ``body`` still reads a JSON body as the whole message, as natively.
+            body_path = binding.body if binding.body is not None else ()
+            self._parse_body(message, body_path, body, state.content_type, ignore)
         except RequestError as exc:
             return self._bad_request(str(exc))
         except json_format.ParseError as exc:
             return self._bad_request(str(exc))
         request.body = frame(message.SerializeToString())
+        state.encoded = True
         request.headers.remove("content-type")
         request.headers.set("content-type", "application/grpc")
         self._transcoded.inc()

@@ -33,6 +33,8 @@ OPTION_SETS = {
     "all-options": {
         "convert_grpc_status": True,
         "ignore_unknown_query_parameters": True,
+        "ignored_query_parameters": ["api_key"],
+        "query_param_unescape_plus": True,
         "print_options": {
             "add_whitespace": True,
             "always_print_primitive_fields": True,

@@ -191,7 +191,6 @@ def bindings_to_dict(
     *,
     skip: frozenset[str],
     ignore_unknown: bool,
-    body_field: tuple[str, ...] | None,
 ) -> dict[str, Any]:
     """Path variables, then query parameters (which win), as a JSON-shaped dict."""
     root: dict[str, Any] = {}
@@ -203,9 +202,7 @@ def bindings_to_dict(
             continue
         grouped.setdefault(key, []).append(value)
     for key, values in grouped.items():
-        path = tuple(key.split("."))
-        if body_field is not None and (body_field == () or path[: len(body_field)] == body_field):
-            continue  # the body owns this field
+        path = tuple(key.split("."))  # body fields too: the body, merged later, wins
         try:
             set_path(root, message, path, values)
         except NoMatch:
