@@ -293,11 +293,20 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
     def on_response_trailers(self, response: Response, state: TranscoderState) -> Reply | None:
         if not state.responding:
             return None
+        status = response.trailers.get("grpc-status") or "0"
+        if status != "0" and not state.messages:
+            # Headers, no message, then an error status: Envoy still holds the headers (the
+            # buffered body never started), so the error can become the whole answer.
+            return self._status_reply(state, status, response.trailers.get("grpc-message") or "", late=True)
         for name in _GRPC_HEADERS:
             response.trailers.remove(name)
         return None
 
-    def _status_reply(self, state: TranscoderState, status: str, message: str) -> Reply:
+    def _status_reply(
+        self, state: TranscoderState, status: str, message: str, *, late: bool = False
+    ) -> Reply:
+        """The error answer. Without ``convert_grpc_status`` its body is the native filter's:
+        ``[]`` for streams and for a status that came in trailers, else nothing."""
         code = _grpc_code(status)
         http = http_status(code)
         binding = state.binding
@@ -309,6 +318,8 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
             body = json.dumps(payload, separators=(",", ":"))
             return Reply(http, body, headers={"content-type": "application/json"})
         headers = {"grpc-status": status, "grpc-message": message}
+        if not binding.method.server_streaming and not late:
+            return Reply(http, "", headers={"content-type": "application/grpc", **headers})
         return Reply(
             http, "" if self.ndjson else "[]", headers={"content-type": "application/json", **headers}
         )

@@ -59,6 +59,7 @@ CASES: list[tuple[str, str, str, str | None]] = [
     ("grpc-permission-denied", "POST", "/v1/fail", '{"code":7,"message":"no"}'),
     ("grpc-unavailable", "POST", "/v1/fail", '{"code":14,"message":"down"}'),
     ("grpc-internal", "POST", "/v1/fail", '{"code":13,"message":"boom"}'),
+    ("grpc-error-in-trailers", "POST", "/v1/fail", '{"code":5,"message":"late","headers_first":true}'),
     ("stream-error-first", "POST", "/v1/fail:stream", '{"code":9,"message":"first","after":0}'),
     ("stream-error-midway", "POST", "/v1/fail:stream", '{"code":9,"message":"mid","after":2}'),
     ("post-star-with-query", "POST", "/v1/shelves?theme=q&name=n", '{"id":3,"theme":"body"}'),

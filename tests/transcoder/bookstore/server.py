@@ -133,6 +133,8 @@ class Bookstore:
             yield _book(self.m, req.shelf, i)
 
     def Fail(self, req: Any, ctx: grpc.ServicerContext) -> Any:
+        if req.headers_first:
+            ctx.send_initial_metadata(())
         ctx.abort(grpc.StatusCode(_code(req.code)), req.message)
 
     def StreamFail(self, req: Any, ctx: grpc.ServicerContext) -> Iterator[Any]:
