@@ -28,6 +28,7 @@ test: setup lint
 bench: setup
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/ratelimit_rls.py
+	$(BIN)/python bench/transcoder.py
 
 lint: setup
 	$(BIN)/ruff check sdk filters tests bench docs

@@ -167,7 +167,6 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
             headers = request.headers
             state.content_type = headers.get("content-type") or ""
             headers.set("x-envoy-original-path", request.path)
-            headers.set("x-envoy-original-method", request.method)
             request.path = binding.method.grpc_path
             headers.set(":method", "POST")
             headers.set("content-type", "application/grpc")
@@ -199,8 +198,6 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
             return self._bad_request(str(exc))
         request.body = frame(message.SerializeToString())
         state.encoded = True
-        request.headers.remove("content-type")
-        request.headers.set("content-type", "application/grpc")
         self._transcoded.inc()
         return None
 

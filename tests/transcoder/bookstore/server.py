@@ -167,3 +167,9 @@ def serve(descriptor_set: bytes, address: str = "127.0.0.1:0") -> tuple[grpc.Ser
     port = server.add_insecure_port(address)
     server.start()
     return server, port
+
+
+if __name__ == "__main__":  # python -m tests.transcoder.bookstore.server DESCRIPTOR_SET
+    grpc_server, bound = serve(Path(sys.argv[1]).read_bytes())
+    print(f"ready {bound}", flush=True)
+    grpc_server.wait_for_termination()
