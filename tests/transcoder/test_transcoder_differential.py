@@ -47,7 +47,11 @@ OPTION_SETS = {
 
 
 def _differential(
-    descriptor: Path, backend: int, options: dict[str, Any], envoy_factory: EnvoyFactory
+    descriptor: Path,
+    backend: int,
+    options: dict[str, Any],
+    envoy_factory: EnvoyFactory,
+    server_model: str = "aio",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     transcoder = GrpcJsonTranscoder(
         {"proto_descriptor": str(descriptor), "services": ["bookstore.Bookstore"], **options}
@@ -65,7 +69,9 @@ def _differential(
         }
     )
     with ExitStack() as stack:
-        sidecar = stack.enter_context(SidecarThread({"default": chain}, default_chain="default"))
+        sidecar = stack.enter_context(
+            SidecarThread({"default": chain}, default_chain="default", server_model=server_model)  # type: ignore[arg-type]
+        )
         bootstrap = render_bootstrap(
             Gateway(config, {"default": chain}, "<differential>"),
             sidecar=sidecar.address,
@@ -81,11 +87,15 @@ def _differential(
         return observe(envoy.url("", NATIVE)), observe(envoy.url("", ours))
 
 
-@pytest.mark.parametrize("options", list(OPTION_SETS), ids=list(OPTION_SETS))
+@pytest.mark.parametrize(
+    ("options", "server_model"), [("defaults", "aio"), ("all-options", "aio"), ("defaults", "threads")]
+)
 def test_transcoder_answers_like_native(
-    options: str, descriptor_set: Path, bookstore: int, envoy_factory: EnvoyFactory
+    options: str, server_model: str, descriptor_set: Path, bookstore: int, envoy_factory: EnvoyFactory
 ) -> None:
-    by_native, by_envoykit = _differential(descriptor_set, bookstore, OPTION_SETS[options], envoy_factory)
+    by_native, by_envoykit = _differential(
+        descriptor_set, bookstore, OPTION_SETS[options], envoy_factory, server_model
+    )
     different = {}
     for label, native in by_native.items():
         mine = dict(by_envoykit[label])
