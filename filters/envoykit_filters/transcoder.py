@@ -40,6 +40,7 @@ from ._transcoder.codec import (
     unframe,
 )
 from ._transcoder.rules import Binding, DescriptorError, Registry
+from ._transcoder.template import split_path
 
 __all__ = ["GrpcJsonTranscoder", "TranscoderConfig", "TranscoderPrintOptions"]
 
@@ -140,15 +141,19 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
         for bindings in by_method.values():
             bindings.sort(key=lambda b: -b.template.literals)
         self.by_method = by_method
+        self.verbs = frozenset(b.template.verb for b in self.registry.bindings if b.template.verb)
         self._transcoded = self.metrics.counter("transcoded")
         self._rejected = self.metrics.counter("rejected")
         self._status_cls = None
 
     # -- request -------------------------------------------------------------------------------
     def on_request_headers(self, request: Request, state: TranscoderState) -> Reply | None:
-        path = request.path_only
-        for binding in self.by_method.get(request.method, ()):
-            values = binding.template.match(path)
+        bindings = self.by_method.get(request.method)
+        if not bindings:
+            return None
+        path, verb = split_path(request.path_only, self.verbs)
+        for binding in bindings:
+            values = binding.template.match(path, verb)
             if values is None:
                 continue
             try:
