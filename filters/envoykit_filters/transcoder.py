@@ -31,11 +31,11 @@ from ._transcoder.codec import (
     PrintSettings,
     RequestError,
     bindings_to_dict,
-    drop_unknown,
     frame,
     http_status,
     is_http_body,
     parse_query,
+    prepare,
     to_json,
     unframe,
 )
@@ -229,10 +229,9 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
         if not path:
             if not isinstance(value, dict):
                 raise RequestError("the request body must be a JSON object")
-            json_format.ParseDict(drop_unknown(value, message.DESCRIPTOR) if ignore else value, message)
+            json_format.ParseDict(prepare(value, message.DESCRIPTOR, drop_unknown=ignore), message)
         else:
-            wrapped = {path[-1]: value}
-            json_format.ParseDict(drop_unknown(wrapped, target.DESCRIPTOR) if ignore else wrapped, target)
+            json_format.ParseDict(prepare({path[-1]: value}, target.DESCRIPTOR, drop_unknown=ignore), target)
 
     def _bad_request(self, message: str) -> Reply:
         self._rejected.inc()

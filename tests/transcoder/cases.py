@@ -15,6 +15,8 @@ BOOK = (
     '"labels":{"k":"v"},"price":9.75,"in_stock":true}'
 )
 
+BOOKS = "/v1/shelves/5/books"
+
 CASES: list[tuple[str, str, str, str | None]] = [
     # rules, templates, query parameters
     ("get", "GET", "/v1/shelves/1/books/2", None),
@@ -54,6 +56,33 @@ CASES: list[tuple[str, str, str, str | None]] = [
     ("delete-empty-response", "DELETE", "/v1/shelves/5/books/9", None),
     ("httpbody-request-field", "POST", "/v1/upload/doc", "hello raw"),
     ("enum-number-in-body", "POST", "/v1/shelves/5/books", '{"genre":2}'),
+    ("json-int64-forms", "POST", BOOKS, '{"id":"9007199254740993","isbn13":18446744073709551615}'),
+    ("json-int64-number", "POST", "/v1/shelves/5/books", '{"id":-42}'),
+    ("json-int64-overflow", "POST", "/v1/shelves/5/books", '{"id":"9223372036854775808"}'),
+    ("json-float-specials", "POST", "/v1/shelves/5/books", '{"price":"NaN","weight":"-Infinity"}'),
+    ("json-float-precision", "POST", "/v1/shelves/5/books", '{"price":0.1,"weight":0.1}'),
+    ("json-float-exponent", "POST", "/v1/shelves/5/books", '{"price":1e300,"weight":3.4e38}'),
+    ("json-bytes", "POST", "/v1/shelves/5/books", '{"cover":"aGVsbG8/+w=="}'),
+    ("json-bytes-urlsafe", "POST", "/v1/shelves/5/books", '{"cover":"aGVsbG8_-w"}'),
+    ("json-oneof", "POST", "/v1/shelves/5/books", '{"ebook_url":"http://x"}'),
+    ("json-oneof-both", "POST", "/v1/shelves/5/books", '{"ebook_url":"http://x","pageCount":3}'),
+    ("json-timestamp-offset-nanos", "POST", BOOKS, '{"published":"2021-06-01T10:00:00.123456789+02:00"}'),
+    ("json-duration-negative", "POST", "/v1/shelves/5/books", '{"readTime":"-1.5s"}'),
+    ("json-wrapper-null", "POST", "/v1/shelves/5/books", '{"rating":null,"title":null}'),
+    ("json-value-kinds", "POST", "/v1/shelves/5/books", '{"anything":{"a":[1,2.5,"s",true,null,{"b":{}}]}}'),
+    ("json-value-null", "POST", "/v1/shelves/5/books", '{"anything":null}'),
+    ("json-field-mask", "POST", "/v1/shelves/5/books", '{"mask":"title,author.birthYear"}'),
+    ("json-int-map-keys", "POST", "/v1/shelves/5/books", '{"by_year":{"1815":{"name":"Ada"},"-1":{}}}'),
+    ("json-enum-unknown-number", "POST", "/v1/shelves/5/books", '{"genre":99}'),
+    ("json-unicode", "POST", "/v1/shelves/5/books", '{"title":"caf\\u00e9 \\ud83d\\ude00 \\"q\\""}'),
+    ("json-both-names", "POST", "/v1/shelves/5/books", '{"readTime":"1s","read_time":"2s"}'),
+    ("json-string-for-int32", "POST", "/v1/shelves/5/books", '{"author":{"birthYear":"1990"}}'),
+    ("json-float-for-int", "POST", "/v1/shelves/5/books", '{"author":{"birthYear":19.5}}'),
+    ("json-exp-int", "POST", "/v1/shelves/5/books", '{"author":{"birthYear":1e3}}'),
+    ("json-null-repeated", "POST", "/v1/shelves/5/books", '{"tags":null,"reviewers":[]}'),
+    ("json-null-in-repeated", "POST", "/v1/shelves/5/books", '{"tags":["a",null]}'),
+    ("json-top-level-null", "POST", "/v1/shelves", "null"),
+    ("json-trailing-garbage", "POST", "/v1/shelves", '{"id":1} x'),
     ("unknown-body-field", "POST", "/v1/shelves/5/books", '{"nope":1}'),
     ("bad-json", "POST", "/v1/shelves/5/books", "{bad json"),
     ("wrong-type", "POST", "/v1/shelves/5/books", '{"title":5}'),

@@ -218,9 +218,10 @@ _OPAQUE_JSON = _WRAPPERS | _SCALAR_WKT | {
 }  # fmt: skip
 
 
-def drop_unknown(value: Any, message: Descriptor) -> Any:
-    """``value`` (JSON for ``message``) without the fields ``message`` lacks, so the parser can
-    stay strict about everything else (an unknown enum name is still an error)."""
+def prepare(value: Any, message: Descriptor, *, drop_unknown: bool) -> Any:
+    """``value`` (JSON for ``message``) as the native parser reads it: ``null`` items of
+    repeated fields skipped and, with ``drop_unknown``, fields ``message`` lacks removed, so
+    the parser stays strict about everything else (an unknown enum name is still an error)."""
     if not isinstance(value, dict) or message.full_name in _OPAQUE_JSON:
         return value
     out = {}
@@ -229,17 +230,22 @@ def drop_unknown(value: Any, message: Descriptor) -> Any:
             (f for f in message.fields if f.json_name == key), None
         )
         if field is None:
+            if not drop_unknown:
+                out[key] = item
             continue
         sub = field.message_type
-        if sub is not None and item is not None:
+        if field.is_repeated and isinstance(item, list):
+            item = [v for v in item if v is not None]
+            if sub is not None:
+                item = [prepare(v, sub, drop_unknown=drop_unknown) for v in item]
+        elif sub is not None and item is not None:
             if sub.GetOptions().map_entry:
                 value_field = sub.fields_by_name["value"]
                 if value_field.message_type is not None and isinstance(item, dict):
-                    item = {k: drop_unknown(v, value_field.message_type) for k, v in item.items()}
-            elif field.is_repeated and isinstance(item, list):
-                item = [drop_unknown(v, sub) for v in item]
+                    inner = value_field.message_type
+                    item = {k: prepare(v, inner, drop_unknown=drop_unknown) for k, v in item.items()}
             else:
-                item = drop_unknown(item, sub)
+                item = prepare(item, sub, drop_unknown=drop_unknown)
         out[key] = item
     return out
 
