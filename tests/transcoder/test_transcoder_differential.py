@@ -28,6 +28,11 @@ pytestmark = [pytest.mark.envoy, pytest.mark.slow, pytest.mark.timeout(180)]
 #: headers left, so envoykit cannot (see docs/filters/grpc-json-transcoder.md).
 _TRAILER_HEADERS = ("grpc-status", "grpc-message")
 
+#: Native answers a status that comes in trailers after headers (no message) with either an
+#: empty ``application/grpc`` body or ``[]`` as JSON, depending on whether Envoy reads the
+#: headers and trailers in one go: only the status and gRPC headers are stable to compare.
+STATUS_ONLY = {"grpc-error-in-trailers"}
+
 OPTION_SETS = {
     "defaults": {},
     "all-options": {
@@ -102,6 +107,9 @@ def test_transcoder_answers_like_native(
         theirs = dict(native)
         if theirs["status"] == 200 and theirs.get("grpc-status") == "0":
             for name in _TRAILER_HEADERS:
+                theirs.pop(name), mine.pop(name)
+        if label in STATUS_ONLY:
+            for name in ("content-type", "body"):
                 theirs.pop(name), mine.pop(name)
         if mine != theirs:
             different[label] = (theirs, mine)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,6 +57,11 @@ _WRAPPERS = {
     "google.protobuf.BoolValue", "google.protobuf.StringValue", "google.protobuf.BytesValue",
 }  # fmt: skip
 _SCALAR_WKT = {"google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask"}
+
+
+_TRUE = frozenset({"true", "t", "yes", "y", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "0"})
+_INT = re.compile(r"[+-]?[0-9]+")
 
 
 class RequestError(Exception):
@@ -128,10 +134,11 @@ def _scalar(field: FieldDescriptor, value: str, where: str) -> Any:
         return value
     if kind == FieldDescriptor.TYPE_BYTES:
         return value  # base64, as in JSON
-    if kind == FieldDescriptor.TYPE_BOOL:
-        if value in ("true", "1"):
+    if kind == FieldDescriptor.TYPE_BOOL:  # the words the native filter accepts
+        word = value.lower()
+        if word in _TRUE:
             return True
-        if value in ("false", "0"):
+        if word in _FALSE:
             return False
     elif kind == FieldDescriptor.TYPE_ENUM:
         enum = field.enum_type
@@ -141,13 +148,12 @@ def _scalar(field: FieldDescriptor, value: str, where: str) -> Any:
         if value.lstrip("-").isdigit():
             return int(value)
         raise RequestError(f'{where}: invalid value "{value}" for type type.googleapis.com/{enum.full_name}')
-    elif kind in _INTS:
-        if value.lstrip("-").isdigit():
-            return value
-    else:  # float, double
+    elif kind in _INTS:  # a sign is allowed, spaces are not (as natively)
+        if _INT.fullmatch(value):
+            return int(value)
+    elif value == value.strip():  # float, double
         try:
-            float(value)
-            return value
+            return float(value)
         except ValueError:
             pass
     raise RequestError(f'{where}: invalid value "{value}" for type {_TYPE_NAMES.get(kind, "TYPE_MESSAGE")}')
@@ -178,9 +184,11 @@ def parse_query(query: str, *, unescape_plus: bool) -> list[tuple[str, str]]:
     for part in query.split("&"):
         if not part:
             continue
-        key, _, value = part.partition("=")
-        decode = unquote_plus if unescape_plus else unquote
-        out.append((decode(key), decode(value)))
+        key, eq, value = part.partition("=")
+        if not eq:
+            continue  # a parameter without a value sets nothing, as natively
+        # Names stay as sent (the native filter does not decode them); values are decoded.
+        out.append((key, unquote_plus(value) if unescape_plus else unquote(value)))
     return out
 
 
