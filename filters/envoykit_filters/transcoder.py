@@ -14,17 +14,19 @@ Sidecar-only: it needs protobuf's runtime. Bodies are buffered.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from pydantic import Field, model_validator
 
-from envoykit import FilterConfig, HttpFilter, Reply, Request, Response
+from envoykit import FilterConfig, Headers, HttpFilter, Reply, Request, Response
 
 from ._transcoder.codec import (
     NoMatch,
@@ -144,7 +146,10 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
         self.verbs = frozenset(b.template.verb for b in self.registry.bindings if b.template.verb)
         self._transcoded = self.metrics.counter("transcoded")
         self._rejected = self.metrics.counter("rejected")
-        self._status_cls = None
+        try:
+            self.status_cls: Any = self.registry.message_class("google.rpc.Status")
+        except KeyError:
+            self.status_cls = None
 
     # -- request -------------------------------------------------------------------------------
     def on_request_headers(self, request: Request, state: TranscoderState) -> Reply | None:
@@ -193,7 +198,7 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
         message = method.input_cls()
         ignore = not self.config.reject_unknown_fields
         try:
-            json_format.ParseDict(state.bound, message)
+            json_format.ParseDict(state.bound, message, descriptor_pool=self.registry.pool)
             # A rule without ``body`` still reads a JSON body as the whole message, as natively.
             body_path = binding.body if binding.body is not None else ()
             self._parse_body(message, body_path, body, state.content_type, ignore)
@@ -222,16 +227,23 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
             return
         if not body.strip():
             return
+        pool = self.registry.pool
         try:
-            value = json.loads(body)
+            value = json.loads(body, strict=False)  # raw control characters in strings pass, as natively
         except (ValueError, UnicodeDecodeError) as exc:
             raise RequestError(f"Unexpected token: {exc}") from None
         if not path:
             if not isinstance(value, dict):
                 raise RequestError("the request body must be a JSON object")
-            json_format.ParseDict(prepare(value, message.DESCRIPTOR, drop_unknown=ignore), message)
+            json_format.ParseDict(
+                prepare(value, message.DESCRIPTOR, drop_unknown=ignore), message, descriptor_pool=pool
+            )
         else:
-            json_format.ParseDict(prepare({path[-1]: value}, target.DESCRIPTOR, drop_unknown=ignore), target)
+            json_format.ParseDict(
+                prepare({path[-1]: value}, target.DESCRIPTOR, drop_unknown=ignore),
+                target,
+                descriptor_pool=pool,
+            )
 
     def _bad_request(self, message: str) -> Reply:
         self._rejected.inc()
@@ -247,7 +259,7 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
         status = headers.get("grpc-status")
         if status is not None and response.end_of_stream:  # trailers-only: an error
             if self.config.convert_grpc_status or state.binding.method.server_streaming:
-                return self._status_reply(state, status, headers.get("grpc-message") or "")
+                return self._status_reply(state, headers)
             # As the native filter: the mapped status, the gRPC headers as they are, no body.
             response.status = http_status(_grpc_code(status))
             return None
@@ -280,7 +292,11 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
                 b"".join(m.data for m in messages) if method.server_streaming else messages[0].data
             )
             return None
-        self._set_json(response, method.server_streaming, [to_json(m, self.settings) for m in messages])
+        self._set_json(
+            response,
+            method.server_streaming,
+            [to_json(m, self.settings, self.registry.pool) for m in messages],
+        )
         return None
 
     def _set_json(self, response: Response, streaming: bool, parts: list[str]) -> None:
@@ -298,25 +314,24 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
         if status != "0" and not state.messages:
             # Headers, no message, then an error status: Envoy still holds the headers (the
             # buffered body never started), so the error can become the whole answer.
-            return self._status_reply(state, status, response.trailers.get("grpc-message") or "", late=True)
+            return self._status_reply(state, response.trailers, late=True)
         for name in _GRPC_HEADERS:
             response.trailers.remove(name)
         return None
 
-    def _status_reply(
-        self, state: TranscoderState, status: str, message: str, *, late: bool = False
-    ) -> Reply:
-        """The error answer. Without ``convert_grpc_status`` its body is the native filter's:
-        ``[]`` for streams and for a status that came in trailers, else nothing."""
+    def _status_reply(self, state: TranscoderState, source: Headers, *, late: bool = False) -> Reply:
+        """The error answer for the status in ``source`` (headers or trailers). Converted, it
+        is the ``google.rpc.Status`` JSON (from ``grpc-status-details-bin`` when sent);
+        otherwise its body is the native filter's: ``[]`` for streams and for a status that
+        came in trailers, else nothing."""
+        status = source.get("grpc-status") or "2"
+        message = source.get("grpc-message") or ""
         code = _grpc_code(status)
         http = http_status(code)
         binding = state.binding
         assert binding is not None
         if self.config.convert_grpc_status:
-            payload: dict[str, Any] = {"code": code, "message": message}
-            if self.settings.primitives:
-                payload["details"] = []
-            body = json.dumps(payload, separators=(",", ":"))
+            body = self._status_json(code, unquote(message), source.get("grpc-status-details-bin"))
             return Reply(http, body, headers={"content-type": "application/json"})
         headers = {"grpc-status": status, "grpc-message": message}
         if not binding.method.server_streaming and not late:
@@ -324,6 +339,26 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
         return Reply(
             http, "" if self.ndjson else "[]", headers={"content-type": "application/json", **headers}
         )
+
+    def _status_json(self, code: int, message: str, details_bin: str | None) -> str:
+        status_cls = self.status_cls
+        if status_cls is None:  # google/rpc/status.proto is not in the descriptor set
+            payload: dict[str, Any] = {"code": code, "message": message}
+            if self.settings.primitives:
+                payload["details"] = []
+            return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        status = None
+        if details_bin:
+            try:
+                status = status_cls.FromString(base64.b64decode(details_bin + "=" * (-len(details_bin) % 4)))
+            except (ValueError, DecodeError):
+                status = None
+        if status is None:
+            status = status_cls(code=code, message=message)
+        try:
+            return to_json(status, self.settings, self.registry.pool)
+        except (KeyError, TypeError, json_format.SerializeToJsonError):  # a detail of an unknown type
+            return to_json(status_cls(code=status.code, message=status.message), self.settings)
 
 
 def _grpc_code(status: str) -> int:

@@ -258,15 +258,17 @@ def prepare(value: Any, message: Descriptor, *, drop_unknown: bool) -> Any:
     return out
 
 
-def to_json(message: Any, settings: PrintSettings) -> str:
+def to_json(message: Any, settings: PrintSettings, pool: Any = None) -> str:
+    """``message`` as JSON; ``pool`` resolves the types of ``Any`` fields."""
     value = json_format.MessageToDict(
         message,
         preserving_proto_field_name=settings.proto_names,
         always_print_fields_with_no_presence=settings.primitives,
         use_integers_for_enums=settings.enums_as_ints,
+        descriptor_pool=pool,
     )
     if settings.whitespace:
-        return json.dumps(value, indent=2)
+        return json.dumps(value, indent=2, ensure_ascii=False)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 

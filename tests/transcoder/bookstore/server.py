@@ -135,6 +135,10 @@ class Bookstore:
     def Fail(self, req: Any, ctx: grpc.ServicerContext) -> Any:
         if req.headers_first:
             ctx.send_initial_metadata(())
+        if req.rich:
+            status = self.m.cls("google.rpc.Status")(code=req.code, message=f"rich: {req.message}")
+            status.details.add().Pack(self.m.cls("bookstore.Author")(name="detail", birth_year=1))
+            ctx.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
         ctx.abort(grpc.StatusCode(_code(req.code)), req.message)
 
     def StreamFail(self, req: Any, ctx: grpc.ServicerContext) -> Iterator[Any]:
