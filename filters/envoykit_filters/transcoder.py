@@ -195,28 +195,45 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
         binding = state.binding
         assert binding is not None
         method = binding.method
-        message = method.input_cls()
-        ignore = not self.config.reject_unknown_fields
+        # A rule without ``body`` still reads a JSON body as the whole message, as natively.
+        body_path = binding.body if binding.body is not None else ()
         try:
-            json_format.ParseDict(state.bound, message, descriptor_pool=self.registry.pool)
-            # A rule without ``body`` still reads a JSON body as the whole message, as natively.
-            body_path = binding.body if binding.body is not None else ()
-            self._parse_body(message, body_path, body, state.content_type, ignore)
-        except RequestError as exc:
+            if method.client_streaming:
+                payload = self._encode_stream(state, body_path, body)
+            else:
+                message = self._new_message(state)
+                self._parse_body(message, body_path, body, state.content_type)
+                payload = frame(message.SerializeToString())
+        except (RequestError, json_format.ParseError) as exc:
             return self._bad_request(str(exc))
-        except json_format.ParseError as exc:
-            return self._bad_request(str(exc))
-        request.body = frame(message.SerializeToString())
+        request.body = payload
         state.encoded = True
         self._transcoded.inc()
         return None
 
-    def _parse_body(
-        self, message: Any, path: tuple[str, ...], body: bytes, content_type: str, ignore: bool
-    ) -> None:
-        target = message
-        for name in path[:-1]:
-            target = getattr(target, name)
+    def _new_message(self, state: TranscoderState) -> Any:
+        """A request message holding the path and query bindings."""
+        assert state.binding is not None
+        message = state.binding.method.input_cls()
+        json_format.ParseDict(state.bound, message, descriptor_pool=self.registry.pool)
+        return message
+
+    def _encode_stream(self, state: TranscoderState, body_path: tuple[str, ...], body: bytes) -> bytes:
+        """A client stream: the body is a JSON array, one message per item; the path and query
+        bindings go into the first message only (as natively)."""
+        items = _load_json(body) if body.strip() else None
+        if not isinstance(items, list):
+            raise RequestError("a streaming request body must be a JSON array of messages")
+        frames = []
+        for index, item in enumerate(items):
+            assert state.binding is not None
+            message = self._new_message(state) if index == 0 else state.binding.method.input_cls()
+            self._apply_json(message, body_path, item)
+            frames.append(frame(message.SerializeToString()))
+        return b"".join(frames)
+
+    def _parse_body(self, message: Any, path: tuple[str, ...], body: bytes, content_type: str) -> None:
+        target = _pick(message, path[:-1])
         descriptor = (
             target.DESCRIPTOR if not path else target.DESCRIPTOR.fields_by_name[path[-1]].message_type
         )
@@ -225,25 +242,23 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
             holder.content_type = content_type
             holder.data = body
             return
-        if not body.strip():
-            return
+        if body.strip():
+            self._apply_json(message, path, _load_json(body))
+
+    def _apply_json(self, message: Any, path: tuple[str, ...], value: Any) -> None:
+        """Merge ``value`` (parsed JSON) into ``message`` at ``path`` (``()``: the message)."""
+        drop = not self.config.reject_unknown_fields
         pool = self.registry.pool
-        try:
-            value = json.loads(body, strict=False)  # raw control characters in strings pass, as natively
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(f"Unexpected token: {exc}") from None
         if not path:
             if not isinstance(value, dict):
                 raise RequestError("the request body must be a JSON object")
             json_format.ParseDict(
-                prepare(value, message.DESCRIPTOR, drop_unknown=ignore), message, descriptor_pool=pool
+                prepare(value, message.DESCRIPTOR, drop_unknown=drop), message, descriptor_pool=pool
             )
-        else:
-            json_format.ParseDict(
-                prepare({path[-1]: value}, target.DESCRIPTOR, drop_unknown=ignore),
-                target,
-                descriptor_pool=pool,
-            )
+            return
+        target = _pick(message, path[:-1])
+        wrapped = prepare({path[-1]: value}, target.DESCRIPTOR, drop_unknown=drop)
+        json_format.ParseDict(wrapped, target, descriptor_pool=pool)
 
     def _bad_request(self, message: str) -> Reply:
         self._rejected.inc()
@@ -359,6 +374,13 @@ class GrpcJsonTranscoder(HttpFilter[TranscoderConfig, TranscoderState]):
             return to_json(status, self.settings, self.registry.pool)
         except (KeyError, TypeError, json_format.SerializeToJsonError):  # a detail of an unknown type
             return to_json(status_cls(code=status.code, message=status.message), self.settings)
+
+
+def _load_json(body: bytes) -> Any:
+    try:
+        return json.loads(body, strict=False)  # raw control characters in strings pass, as natively
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"Unexpected token: {exc}") from None
 
 
 def _grpc_code(status: str) -> int:

@@ -112,6 +112,13 @@ CASES: list[tuple[str, str, str, str | None]] = [
     ("bad-enum-in-body", "POST", "/v1/shelves/5/books", '{"genre":"NOPE"}'),
     ("bad-timestamp", "POST", "/v1/shelves/5/books", '{"published":"yesterday"}'),
     ("array-for-message", "POST", "/v1/shelves", "[1,2]"),
+    # client and bidirectional streaming: a JSON array of messages
+    ("client-stream", "POST", "/v1/shelves/3/books:bulk", '[{"title":"a"},{"title":"b","tags":["x"]}]'),
+    ("client-stream-one-object", "POST", "/v1/shelves/3/books:bulk", '{"title":"solo"}'),
+    ("client-stream-empty-array", "POST", "/v1/shelves/3/books:bulk", "[]"),
+    ("client-stream-empty-body", "POST", "/v1/shelves/3/books:bulk", ""),
+    ("client-stream-bad-item", "POST", "/v1/shelves/3/books:bulk", '[{"title":"a"},{"title":5}]'),
+    ("bidi-stream", "POST", "/v1/shelves/3/books:chat", '[{"book":{"title":"a"}},{"shelf":"9","book":{}}]'),
     # gRPC errors
     ("grpc-not-found", "GET", "/v1/shelves/1/books/404", None),
     ("grpc-invalid-argument", "POST", "/v1/fail", '{"code":3,"message":"bad arg"}'),

@@ -45,10 +45,16 @@ class FakeGrpc:
         ):
             return UpstreamResponse(415, {"content-type": "text/plain"}, b"not grpc\n")
         method = self.m.service.methods_by_name[path.rsplit("/", 1)[1]]
-        request = message_factory.GetMessageClass(method.input_type).FromString(sent.body[5:])
-        self.seen.append(request)
+        cls = message_factory.GetMessageClass(method.input_type)
+        requests, body = [], sent.body
+        while len(body) >= 5:
+            length = int.from_bytes(body[1:5], "big")
+            requests.append(cls.FromString(body[5 : 5 + length]))
+            body = body[5 + length :]
+        self.seen.extend(requests)
         try:
-            result = getattr(self.impl, method.name)(request, _Context())
+            arg = iter(requests) if method.client_streaming else requests[0]
+            result = getattr(self.impl, method.name)(arg, _Context())
             messages = list(result) if method.server_streaming else [result]
         except _Abort as exc:
             code = str(exc.code.value[0])

@@ -199,3 +199,11 @@ def test_python_hooks_before_and_after_transcoding(descriptor_set: Path) -> None
     ex = harness.request("POST", "/v1/shelves/5/books", body='{"title": "t", "author": {"name": "Eve"}}')
     assert list(upstream.seen[0].book.tags) == ["defaulted"]
     assert json.loads(ex.response.body)["author"]["name"] == "<redacted>"
+
+
+def test_client_streaming_takes_a_json_array(make: Any) -> None:
+    harness, upstream = make()
+    ex = harness.request("POST", "/v1/shelves/3/books:bulk", body='[{"title": "a"}, {"title": "b"}]')
+    assert [(r.shelf, r.book.title) for r in upstream.seen] == [(3, "a"), (0, "b")]  # bindings: first only
+    assert json.loads(ex.response.body)["total"] == 2
+    assert harness.request("POST", "/v1/shelves/3/books:bulk", body='{"title": "a"}').status == 400

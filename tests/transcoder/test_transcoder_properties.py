@@ -21,6 +21,7 @@ TEMPLATES = [
     "/v1/shelves/{}/books", "/v1/shelves/{}/books/{}", "/v1/books/{}", "/v1/shelves/{}/books/{}/page",
     "/v1/shelves/{}/books/{}", "/v2/shelves/{}/books/{}", "/v1/shelves", "/v1/{}", "/v1/shelves/{}:search",
     "/v1/files/{}/{}", "/v1/upload/{}", "/v1/shelves/{}/books:stream", "/{}", "/v1/{}/{}/{}",
+    "/v1/shelves/{}/books:bulk", "/v1/shelves/{}/books:chat",
 ]  # fmt: skip
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "SEARCH"]
 FIELDS = [

@@ -99,7 +99,7 @@ class Registry:
                 )
                 self.methods[method.grpc_path] = method
                 rule = _http_rule(raw_options[md.full_name], http_rule)
-                if rule is not None and not md.client_streaming:  # client streaming: not supported
+                if rule is not None:
                     self._add(method, rule, top=True)
 
     def message_class(self, full_name: str) -> Any:

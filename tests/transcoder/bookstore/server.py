@@ -132,6 +132,22 @@ class Bookstore:
         for i in range(1, (req.page_size or 3) + 1):
             yield _book(self.m, req.shelf, i)
 
+    def BulkCreate(self, requests: Iterator[Any], ctx: grpc.ServicerContext) -> Any:
+        out = self.m.cls("bookstore.ListBooksResponse")()
+        for req in requests:
+            b = out.books.add()
+            b.CopyFrom(req.book)
+            b.labels["shelf"] = str(req.shelf)
+        out.total = len(out.books)
+        return out
+
+    def Chat(self, requests: Iterator[Any], ctx: grpc.ServicerContext) -> Iterator[Any]:
+        for req in requests:
+            b = self.m.cls("bookstore.Book")()
+            b.CopyFrom(req.book)
+            b.labels["shelf"] = str(req.shelf)
+            yield b
+
     def Fail(self, req: Any, ctx: grpc.ServicerContext) -> Any:
         if req.headers_first:
             ctx.send_initial_metadata(())
@@ -159,11 +175,12 @@ def serve(descriptor_set: bytes, address: str = "127.0.0.1:0") -> tuple[grpc.Ser
     for method in m.service.methods:
         req_cls = message_factory.GetMessageClass(method.input_type)
         fn: Callable[..., Any] = getattr(impl, method.name)
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
+        make = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(fn, request_deserializer=req_cls.FromString,
                                      response_serializer=lambda msg: msg.SerializeToString())  # fmt: skip
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
