@@ -21,7 +21,8 @@ from envoykit_filters._transcoder.template import PathTemplate, TemplateError, s
      ("/v1/{name=shelves/*}", "/v1/shelves/1:search", None),
      ("/v1/{name=shelves/*}", "/v1/shelves/1:other", {"name": "shelves/1:other"}),
      ("/a/*/b/**", "/a/x/b/y/z", {}),
-     ("/a/*", "/a/x/y", None)],
+     ("/a/*", "/a/x/y", None),
+     ("/v1/{a}/b", "/v1//b", {"a": ""})],
 )  # fmt: skip
 def test_match(template: str, path: str, expected: dict[str, str] | None) -> None:
     stripped, verb = split_path(path, {"search"})

@@ -5,21 +5,14 @@ content types, gRPC status headers and JSON bodies (compared parsed)."""
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from envoykit import Chain
-from envoykit.envoyconfig import render_bootstrap
-from envoykit.gateway import Gateway, GatewayConfig
-from envoykit.runtime import SidecarThread
 from envoykit.testing import EnvoyFactory
-from envoykit_filters.transcoder import GrpcJsonTranscoder
 
 from .cases import observe
-from .native import NATIVE, NATIVE_CLUSTER, grpc_cluster, native_listener
+from .live import two_listeners
 
 pytestmark = [pytest.mark.envoy, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -51,56 +44,14 @@ OPTION_SETS = {
 }
 
 
-def _differential(
-    descriptor: Path,
-    backend: int,
-    options: dict[str, Any],
-    envoy_factory: EnvoyFactory,
-    server_model: str = "aio",
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    transcoder = GrpcJsonTranscoder(
-        {"proto_descriptor": str(descriptor), "services": ["bookstore.Bookstore"], **options}
-    )
-    chain = Chain([transcoder], name="default")
-    config = GatewayConfig.model_validate(
-        {
-            "listener": {"port": 0},
-            "admin": {"port": 0},
-            "sidecar": {"address": "127.0.0.1:0", "metrics_address": ""},
-            "upstreams": {"bookstore": {"url": f"http://127.0.0.1:{backend}", "http2": True}},
-            "chains": {"default": []},
-            "default_chain": "default",
-            "routes": [{"prefix": "/", "upstream": "bookstore"}],
-        }
-    )
-    with ExitStack() as stack:
-        sidecar = stack.enter_context(
-            SidecarThread({"default": chain}, default_chain="default", server_model=server_model)  # type: ignore[arg-type]
-        )
-        bootstrap = render_bootstrap(
-            Gateway(config, {"default": chain}, "<differential>"),
-            sidecar=sidecar.address,
-            listener_port=0,
-            admin_port=0,
-            access_log="",
-        )
-        resources = bootstrap["static_resources"]
-        resources["listeners"].append(native_listener(descriptor, options))
-        resources["clusters"].append(grpc_cluster(NATIVE_CLUSTER, backend))
-        envoy = envoy_factory(bootstrap)
-        ours = next(n for n in envoy.listener_ports if n != NATIVE)
-        return observe(envoy.url("", NATIVE)), observe(envoy.url("", ours))
-
-
 @pytest.mark.parametrize(
     ("options", "server_model"), [("defaults", "aio"), ("all-options", "aio"), ("defaults", "threads")]
 )
 def test_transcoder_answers_like_native(
     options: str, server_model: str, descriptor_set: Path, bookstore: int, envoy_factory: EnvoyFactory
 ) -> None:
-    by_native, by_envoykit = _differential(
-        descriptor_set, bookstore, OPTION_SETS[options], envoy_factory, server_model
-    )
+    with two_listeners(descriptor_set, bookstore, OPTION_SETS[options], envoy_factory, server_model) as urls:
+        by_native, by_envoykit = observe(urls[0]), observe(urls[1])
     different = {}
     for label, native in by_native.items():
         mine = dict(by_envoykit[label])

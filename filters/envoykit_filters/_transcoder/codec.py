@@ -200,22 +200,23 @@ def bindings_to_dict(
     skip: frozenset[str],
     ignore_unknown: bool,
 ) -> dict[str, Any]:
-    """Path variables, then query parameters (which win), as a JSON-shaped dict."""
-    root: dict[str, Any] = {}
-    for path, value in path_values.items():
-        set_path(root, message, path, [value])
-    grouped: dict[str, list[str]] = {}
+    """Path variables, then query parameters (which win), as a JSON-shaped dict. A query
+    parameter naming no field makes it no match (``NoMatch``) before any value is checked."""
+    grouped: dict[tuple[str, ...], list[str]] = {}
     for key, value in query:
         if key in skip:
             continue
-        grouped.setdefault(key, []).append(value)
-    for key, values in grouped.items():
         path = tuple(key.split("."))  # body fields too: the body, merged later, wins
-        try:
-            set_path(root, message, path, values)
-        except NoMatch:
+        if _leaf(message, path) is None:
             if not ignore_unknown:
-                raise
+                raise NoMatch(key)
+            continue
+        grouped.setdefault(path, []).append(value)
+    root: dict[str, Any] = {}
+    for path, value in path_values.items():
+        set_path(root, message, path, [value])
+    for path, values in grouped.items():
+        set_path(root, message, path, values)
     return root
 
 

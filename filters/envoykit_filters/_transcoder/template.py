@@ -85,12 +85,12 @@ class PathTemplate:
                 name, eq, sub = seg[1:-1].partition("=")
                 if not _FIELD.fullmatch(name):
                     raise TemplateError(f"{self.template!r}: bad variable name {name!r}")
-                inner = self._segments(sub, top=False) if eq else "[^/]+"
+                inner = self._segments(sub, top=False) if eq else "[^/]*"
                 self.vars.append(_Var(tuple(name.split(".")), bool(eq) and ("**" in sub or "/" in sub)))
                 pattern = f"(?P<v{len(self.vars) - 1}>{inner})"
                 double = sub == "**"
             elif seg == "*":
-                pattern = "[^/]+"
+                pattern = "[^/]*"
             elif double:
                 pattern = ".*"
             elif _LITERAL.fullmatch(seg):
