@@ -61,5 +61,7 @@ def test_random_requests_answer_like_native(
                 mine.text,
                 theirs.text,
             )
+            if key[1] == "application/json":
+                assert mine.json() == theirs.json(), (path, body)
 
         check()
