@@ -1,5 +1,5 @@
 """Property test through a real Envoy: random paths, query strings and bodies get the same
-status and content type from envoykit's transcoder as from Envoy's native one, and envoykit
+status, content type and JSON body from envoykit's transcoder as from Envoy's native one, and envoykit
 never answers 5xx itself (a 503 is only the gRPC backend refusing a passed-through request)."""
 
 from __future__ import annotations
