@@ -41,7 +41,7 @@ from ._transcoder.codec import (
     to_json,
     unframe,
 )
-from ._transcoder.rules import Binding, DescriptorError, Registry
+from ._transcoder.rules import Binding, DescriptorError, Registry, registry_for
 from ._transcoder.template import split_path
 
 __all__ = ["GrpcJsonTranscoder", "TranscoderConfig", "TranscoderPrintOptions"]
@@ -92,7 +92,7 @@ def _registry(config: TranscoderConfig) -> Registry:
             f"proto_descriptor: cannot read {config.proto_descriptor!r}: {exc.strerror}"
         ) from None
     try:
-        return Registry(data, config.services)
+        return registry_for(data, config.services)
     except DecodeError:
         raise ValueError(f"proto_descriptor: {config.proto_descriptor!r} is not a descriptor set") from None
     except DescriptorError as exc:

@@ -12,7 +12,7 @@ from google.protobuf import message_factory
 
 from envoykit.testing import Sent, UpstreamResponse
 
-from .bookstore.server import Bookstore, _Messages
+from .bookstore.server import Bookstore, messages_for
 
 
 class _Abort(Exception):
@@ -33,7 +33,7 @@ class FakeGrpc:
     """Callable upstream for ``Harness(..., upstream=FakeGrpc(descriptor_bytes))``."""
 
     def __init__(self, descriptor_set: bytes) -> None:
-        self.m = _Messages(descriptor_set)
+        self.m = messages_for(descriptor_set)
         self.impl = Bookstore(self.m)
         self.seen: list[Any] = []
 

@@ -3,8 +3,9 @@ into path templates, ready for per-request lookups."""
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -13,7 +14,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from .template import PathTemplate, TemplateError
 
-__all__ = ["Binding", "DescriptorError", "Method", "Registry", "HTTP_BODY"]
+__all__ = ["Binding", "DescriptorError", "Method", "Registry", "HTTP_BODY", "registry_for"]
 
 #: The ``google.api.http`` extension of ``MethodOptions``.
 _HTTP_OPTION = 72295728
@@ -146,5 +147,17 @@ def _http_rule(options: descriptor_pb2.MethodOptions, http_rule_cls: Any) -> Any
     return None
 
 
-def load(path: str) -> bytes:
-    return Path(path).read_bytes()
+#: Registries by (descriptor set digest, services). Kept for the process's life: a descriptor
+#: pool and its message classes are never dropped (upb has crashed collecting them while other
+#: threads used protobuf), and a config validated then built loads the set once.
+_REGISTRIES: dict[tuple[str, tuple[str, ...]], Registry] = {}
+_LOCK = threading.Lock()
+
+
+def registry_for(descriptor_set: bytes, services: tuple[str, ...]) -> Registry:
+    key = (hashlib.sha256(descriptor_set).hexdigest(), services)
+    with _LOCK:
+        registry = _REGISTRIES.get(key)
+        if registry is None:
+            registry = _REGISTRIES[key] = Registry(descriptor_set, services)
+        return registry

@@ -43,6 +43,17 @@ class _Messages:
         return message_factory.GetMessageClass(self.pool.FindMessageTypeByName(name))
 
 
+_MESSAGES: dict[bytes, _Messages] = {}
+
+
+def messages_for(descriptor_set: bytes) -> _Messages:
+    """One pool per descriptor set for the whole process (pools are never dropped: upb has
+    crashed collecting one while other threads used protobuf)."""
+    if descriptor_set not in _MESSAGES:
+        _MESSAGES[descriptor_set] = _Messages(descriptor_set)
+    return _MESSAGES[descriptor_set]
+
+
 def _book(m: _Messages, shelf: int, book: int) -> Any:
     b = m.cls("bookstore.Book")()
     b.id = book
@@ -169,7 +180,7 @@ def _code(value: int) -> tuple[int, str]:
 
 def serve(descriptor_set: bytes, address: str = "127.0.0.1:0") -> tuple[grpc.Server, int]:
     """Start the bookstore; returns the server and its port."""
-    m = _Messages(descriptor_set)
+    m = messages_for(descriptor_set)
     impl = Bookstore(m)
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in m.service.methods:
