@@ -29,6 +29,7 @@ bench: setup
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/ratelimit_rls.py --results bench/RESULTS.md
 	$(BIN)/python bench/wasm_cost.py --results bench/RESULTS.md
+	$(BIN)/python bench/transcoder.py --results bench/RESULTS.md
 
 lint: setup
 	$(BIN)/ruff check sdk filters tests bench docs

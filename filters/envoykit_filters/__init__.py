@@ -21,6 +21,7 @@ __all__ = [
     "Cors",
     "DenyPaths",
     "EgressAllowlist",
+    "GrpcJsonTranscoder",
     "IpFilter",
     "Jwt",
     "LocalRateLimit",
@@ -33,7 +34,7 @@ __all__ = [
 
 #: Sidecar-only filters (network I/O, native libraries): imported on first use, so that importing
 #: this package inside Envoy's Wasm VM never pulls them (or their dependencies) in.
-_SIDECAR_ONLY = {"Jwt": "jwt", "Opa": "opa"}
+_SIDECAR_ONLY = {"Jwt": "jwt", "Opa": "opa", "GrpcJsonTranscoder": "transcoder"}
 
 
 def __getattr__(name: str) -> object:

@@ -76,7 +76,10 @@ class _Ran(Generator[Awaitable[Any], Any, T]):
 _RAN_NONE: _Ran[Any] = _Ran(None)
 
 
-_BODY_LOCKED = "the body can only be changed in a body hook (on_request_body/on_response_body)"
+_BODY_LOCKED = (
+    "the body can only be changed in a body hook (on_request_body/on_response_body), or in "
+    "on_request_headers of a request without a body"
+)
 
 
 class ChainObserver(Protocol):
@@ -405,7 +408,13 @@ class Stream:
             raise FilterDefinitionError(
                 f"{flt.name}.{phase.hook_name} returned {result!r}; return None or a Reply"
             )
-        if not body_hook and message._body_changed and message._body is not body_before:
+        if (
+            not body_hook
+            and message._body_changed
+            and message._body is not body_before
+            # A bodiless request may be given one here (the transcoder builds gRPC frames).
+            and not (phase is Phase.REQUEST_HEADERS and message.end_of_stream)
+        ):
             raise FilterDefinitionError(f"{flt.name}.{phase.hook_name}: {_BODY_LOCKED}")
         return result
 

@@ -98,6 +98,12 @@ def render_bootstrap(
                 metadata_namespaces=namespaces,
             )
         )
+        # A filter that rewrites :method (the gRPC-JSON transcoder) needs Envoy's routing headers
+        # unlocked; they stay protected otherwise.
+        if any(
+            getattr(f, "modifies_routing_headers", False) for chain in used.values() for f in chain.filters
+        ):
+            filters[-1]["typed_config"]["mutation_rules"]["allow_all_routing"] = True
     authz_http_mode = config.authz is not None and config.authz.protocol == "http"
     if authz_http_mode:
         clusters.append(

@@ -42,6 +42,7 @@ __all__ = ["ExtProcService"]
 log = logging.getLogger("envoykit.extproc")
 
 _ProcessingResponse = ext_proc_pb2.ProcessingResponse
+_CONTINUE_AND_REPLACE = ext_proc_pb2.CommonResponse.CONTINUE_AND_REPLACE
 _HeadersResponse = ext_proc_pb2.HeadersResponse
 _BodyResponse = ext_proc_pb2.BodyResponse
 _TrailersResponse = ext_proc_pb2.TrailersResponse
@@ -282,7 +283,9 @@ class ExtProcService:
                 lambda reply: (
                     self._local_reply(plan, stream, reply)
                     if reply is not None
-                    else _headers_response(kind, got, stream, plan.request_headers_noop, plan.mode)
+                    else _headers_response(
+                        kind, got, stream, plan.request_headers_noop, plan.mode, stream.request
+                    )
                 ),
             )
         if kind == "response_headers":
@@ -353,14 +356,24 @@ def _metadata_store(request: Any) -> MetadataStore:
     return MetadataStore({namespace: struct_to_dict(values) for namespace, values in received.items()})
 
 
-def _headers_response(kind: str, headers: Headers, stream: Stream, noop: bytes, mode: Any) -> Any:
+def _headers_response(
+    kind: str, headers: Headers, stream: Stream, noop: bytes, mode: Any, request: Request | None = None
+) -> Any:
+    """A headers answer; a body the request-headers hook gave a bodiless request goes along as
+    ``CONTINUE_AND_REPLACE`` (Envoy then sends that body upstream)."""
+    new_body = request is not None and request.body_changed
+    if new_body and request is not None and "content-length" in headers:
+        headers.set("content-length", str(len(request.body)))
     changes = header_changes(headers)
     metadata = stream.metadata.take_changes()
-    if not changes and not metadata:
+    if not changes and not metadata and not new_body:
         return noop
     response = _ProcessingResponse()
     common = getattr(response, kind).response
     common.SetInParent()
+    if new_body and request is not None:
+        common.status = _CONTINUE_AND_REPLACE
+        common.body_mutation.body = request.body
     if changes:
         fill_header_mutation(common.header_mutation, changes)
     if mode is not None:

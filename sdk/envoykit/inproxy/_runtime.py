@@ -339,6 +339,9 @@ class InProxyRuntime:
         reply = drive_sync(direction.start_headers(ctx.stream, headers, end_of_stream), PLACEMENT)
         if reply is not None:
             return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
+        # proxy-wasm cannot add a body to a bodiless request
+        if end_of_stream and direction.message(ctx.stream).body_changed:
+            self.host.log(LogLevel.ERROR, "envoykit: a body set in on_request_headers is dropped in-proxy")
         mode = self._modes[direction.body_buffer]
         if mode is BodyMode.STREAMED and not end_of_stream:
             message = direction.message(ctx.stream)

@@ -1,0 +1,1 @@
+"""Internals of the ``grpc-json-transcoder`` filter (sidecar-only: needs protobuf)."""
