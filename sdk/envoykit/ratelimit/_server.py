@@ -109,9 +109,10 @@ class ConfigWatcher:
                 log.info("rate-limit config loaded: %s", ", ".join(sorted(config)) or "no domains")
                 return True
         if problem != self.last_error:
+            # Logged before it is published: whoever sees last_error also finds the log line.
+            log.error("rate-limit config not loaded, the previous one stays in force: %s", problem)
             self.errors += 1
             self.last_error = problem
-            log.error("rate-limit config not loaded, the previous one stays in force: %s", problem)
         return False
 
     def collect(self) -> Iterator[Metric]:
