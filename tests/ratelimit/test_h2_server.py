@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import shutil
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -408,3 +410,43 @@ def test_concurrent_h2_and_grpcio_servers_share_redis(
         for c in channels:
             c.close()
     assert codes.count(OK) == 2
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def test_cli_serves_with_h2_and_stops_on_sigterm(tmp_path: Path) -> None:
+    from envoykit.testing._net import free_port
+
+    port = free_port()
+    envoykit = Path(sys.executable).with_name("envoykit")
+    proc = subprocess.Popen(
+        [str(envoykit), "ratelimit", "serve", "--config-dir", str(config_dir(tmp_path)), "--host",
+         "127.0.0.1", "--port", str(port), "--server", "h2", "--log-level", "info"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            reply = rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit(request("user"), timeout=5)
+        assert reply.overall_code == OK
+        proc.send_signal(signal.SIGTERM)
+        _, log = proc.communicate(timeout=15)
+        assert proc.returncode == 0
+        assert "with the h2 server" in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_cli_rejects_an_unknown_server(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from envoykit.cli._app import app
+
+    result = CliRunner().invoke(
+        app, ["ratelimit", "serve", "--config-dir", str(config_dir(tmp_path)), "--server", "nghttp"]
+    )
+    assert result.exit_code == 2
+    assert "server: 'nghttp': expected auto, h2 or grpcio" in result.output

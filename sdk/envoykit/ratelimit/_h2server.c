@@ -226,6 +226,7 @@ struct server {
     unsigned long long calls;
     unsigned long long batches;
     unsigned long long accepted;
+    uint8_t *rbuf;
 };
 
 static int listen_tag, wake_tag; /* epoll data for the listener and the wake-up eventfd */
@@ -573,11 +574,11 @@ static void conn_flush(conn *c) {
 }
 
 static void conn_read(conn *c) {
-    static uint8_t buf[READ_CHUNK];
+    uint8_t *buf = c->srv->rbuf; /* one per server: several servers may run in one process */
     if (c->dead || c->closing) return;
     ssize_t n;
     do {
-        n = recv(c->fd, buf, sizeof buf, 0);
+        n = recv(c->fd, buf, READ_CHUNK, 0);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     if (n <= 0) { /* peer closed or reset: its calls are cancelled */
@@ -736,7 +737,8 @@ static int Server_init(server *self, PyObject *args, PyObject *kwds) {
     ev.data.ptr = &wake_tag;
     if (epoll_ctl(self->ep, EPOLL_CTL_ADD, self->wake_fd, &ev) != 0)
         return PyErr_SetFromErrno(PyExc_OSError), -1;
-    if (ng.callbacks_new(&self->cbs) != 0) return PyErr_NoMemory(), -1;
+    self->rbuf = malloc(READ_CHUNK);
+    if (self->rbuf == NULL || ng.callbacks_new(&self->cbs) != 0) return PyErr_NoMemory(), -1;
     ng.set_on_begin_headers(self->cbs, on_begin_headers);
     ng.set_on_header(self->cbs, on_header);
     ng.set_on_data_chunk_recv(self->cbs, on_data_chunk);
@@ -828,6 +830,7 @@ static void Server_dealloc(server *self) {
     if (self->wake_fd > 0) close(self->wake_fd);
     if (self->cbs) ng.callbacks_del(self->cbs);
     free(self->ready);
+    free(self->rbuf);
     Py_XDECREF(self->handler);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
