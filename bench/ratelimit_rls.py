@@ -4,7 +4,7 @@ Redis and in memory, against the bare grpcio floor, and the latency a decision a
 Usage (from the repository root)::
 
     .venv/bin/python bench/ratelimit_rls.py [--duration S] [--repeat N]
-        [--scenarios floor,memory,redis,redis-sliding,h2-memory,h2-redis,h2-redis-sliding]
+        [--scenarios floor,memory,redis,redis-sliding,h2-floor,h2-memory,h2-redis,h2-redis-sliding]
         [--results bench/RESULTS.md]
 
 The server under test runs pinned to core 0 (``taskset``); redis-server and the load generator
@@ -57,7 +57,16 @@ descriptors:
       requests_per_unit: 1000000000
 """
 METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
-SCENARIOS = ("floor", "memory", "redis", "redis-sliding", "h2-memory", "h2-redis", "h2-redis-sliding")
+SCENARIOS = (
+    "floor",
+    "memory",
+    "redis",
+    "redis-sliding",
+    "h2-floor",
+    "h2-memory",
+    "h2-redis",
+    "h2-redis-sliding",
+)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -193,9 +202,9 @@ def run(scenario: str, opts: argparse.Namespace, work: Path) -> dict[str, float]
     try:
         port = free_port()
         metrics_port = 0
-        if scenario == "floor":
+        if scenario.endswith("floor"):
             argv = [sys.executable, str(ROOT / "bench" / "rls_floor.py"), "--port", str(port)]
-            argv += ["--threads", str(opts.threads)]
+            argv += ["--h2"] if scenario == "h2-floor" else ["--threads", str(opts.threads)]
         else:
             metrics_port = free_port()
             args = ["--metrics", f"127.0.0.1:{metrics_port}"]

@@ -18,6 +18,7 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import os
+import platform
 import subprocess
 import sys
 import sysconfig
@@ -34,7 +35,9 @@ __all__ = ["H2BuildError", "H2Server", "build_extension", "load_extension"]
 
 MODULE = "_envoykit_h2"
 SOURCE = Path(__file__).with_name("_h2server.c")
-CFLAGS = ("-shared", "-fPIC", "-O2", "-s", "-Wall", "-Wextra", "-Werror", "-fno-ident")
+#: ``-mcpu=baseline``: zig targets the build machine's CPU by default; a cache shared between
+#: machines must not hold code for a newer CPU than the one loading it.
+CFLAGS = ("-shared", "-fPIC", "-O2", "-mcpu=baseline", "-s", "-Wall", "-Wextra", "-Werror", "-fno-ident")
 LIBS = ("-ldl",)
 #: One answer per call: the serialized response, or a gRPC (status code, message).
 Answer = bytes | tuple[int, str]
@@ -69,6 +72,7 @@ def _key(zig: list[str], include: str) -> str:
         " ".join(CFLAGS + LIBS).encode(),
         version.stdout.strip().encode(),
         (sysconfig.get_config_var("EXT_SUFFIX") or "").encode(),
+        platform.machine().encode(),
         sys.version.encode(),
         include.encode(),
     ):
