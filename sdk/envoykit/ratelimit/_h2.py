@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.machinery
 import importlib.util
+import logging
 import os
 import platform
 import subprocess
@@ -43,6 +44,7 @@ LIBS = ("-ldl",)
 Answer = bytes | tuple[int, str]
 Handler = Callable[[list[tuple[bytes, bytes]]], list[Answer]]
 
+log = logging.getLogger("envoykit.ratelimit")
 _lock = threading.Lock()
 _module: ModuleType | None = None
 
@@ -129,14 +131,13 @@ class H2Server:
         self.sock = sock
         self._native: Any = load_extension().Server(sock.fileno(), handler, max_message)
         self._thread = threading.Thread(target=self._run, name="envoykit-rls-h2", daemon=True)
-        self._error: BaseException | None = None
         self.done = threading.Event()
 
     def _run(self) -> None:
         try:
             self._native.serve()
-        except BaseException as exc:  # noqa: BLE001 - kept for the owner
-            self._error = exc
+        except BaseException:  # the loop's thread must not die silently
+            log.exception("the h2 server loop failed; no more calls are served")
         finally:
             self.done.set()
 

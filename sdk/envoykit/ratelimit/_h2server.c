@@ -757,6 +757,7 @@ static PyObject *Server_serve(server *self, PyObject *unused) {
     }
     self->running = 1;
     struct epoll_event events[MAX_EVENTS];
+    int failure = 0;
     PyThreadState *ts = PyEval_SaveThread();
     for (;;) {
         int timeout = -1;
@@ -768,6 +769,7 @@ static PyObject *Server_serve(server *self, PyObject *unused) {
         int n = epoll_wait(self->ep, events, MAX_EVENTS, timeout);
         if (n < 0) {
             if (errno == EINTR) continue;
+            failure = errno;
             break;
         }
         for (int i = 0; i < n; i++) {
@@ -806,6 +808,10 @@ static PyObject *Server_serve(server *self, PyObject *unused) {
     self->nready = 0;
     PyEval_RestoreThread(ts);
     self->running = 0;
+    if (failure) {
+        errno = failure;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
     Py_RETURN_NONE;
 }
 
