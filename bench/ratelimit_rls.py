@@ -4,7 +4,8 @@ Redis and in memory, against the bare grpcio floor, and the latency a decision a
 Usage (from the repository root)::
 
     .venv/bin/python bench/ratelimit_rls.py [--duration S] [--repeat N]
-        [--scenarios floor,memory,redis,redis-sliding] [--results bench/RESULTS.md]
+        [--scenarios floor,memory,redis,redis-sliding,h2-floor,h2-memory,h2-redis,h2-redis-sliding]
+        [--results bench/RESULTS.md]
 
 The server under test runs pinned to core 0 (``taskset``); redis-server and the load generator
 run on the other core. The load generator is ``h2load`` (nghttp2-client, C: ~10 µs of CPU per
@@ -12,13 +13,16 @@ call, so it never is the bottleneck), posting a framed ``RateLimitRequest`` over
 ``--clients`` connections x ``--streams`` streams in flight (what a few Envoy workers do); without
 h2load it falls back to a grpc.aio client, which itself saturates below ~5k calls/s here.
 ``floor`` is ``bench/rls_floor.py``: a servicer that returns one prebuilt OK, on the same
-``grpc.server`` thread pool the service uses. Reported: decisions/s (wall clock), service CPU in
-cores, decisions per service core-second (the one-core capacity; the steadier number on a shared
-machine), p50/p99 latency per call at that load and with one call in flight (what a decision
-adds to a request when the service is not saturated; h2load's per-request log), and how many
-decisions failed open (Redis did not answer within the 50 ms deadline). Decisions are counted
-by the server itself (its Prometheus counters; the floor's call count), never by the client, so
-an error answer cannot pass for a decision. Every step is time-bounded.
+``grpc.server`` thread pool the ``grpcio`` service uses; ``memory``/``redis``/``redis-sliding``
+run ``--server grpcio``, the ``h2-`` scenarios the native HTTP/2 server (``--server h2``: one
+thread, the calls of each event-loop iteration decided as one batch, one Redis pipeline).
+Reported: decisions/s (wall clock), service CPU in cores, decisions per service core-second (the
+one-core capacity; the steadier number on a shared machine), p50/p99 latency per call at that load
+and with one call in flight (what a decision adds to a request when the service is not saturated;
+h2load's per-request log), and how many decisions failed open (Redis did not answer within the 50
+ms deadline). Decisions are counted by the server itself (its Prometheus counters; the floor's
+call count), never by the client, so an error answer cannot pass for a decision. Every step is
+time-bounded.
 """
 
 from __future__ import annotations
@@ -53,7 +57,16 @@ descriptors:
       requests_per_unit: 1000000000
 """
 METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
-SCENARIOS = ("floor", "memory", "redis", "redis-sliding")
+SCENARIOS = (
+    "floor",
+    "memory",
+    "redis",
+    "redis-sliding",
+    "h2-floor",
+    "h2-memory",
+    "h2-redis",
+    "h2-redis-sliding",
+)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -189,13 +202,17 @@ def run(scenario: str, opts: argparse.Namespace, work: Path) -> dict[str, float]
     try:
         port = free_port()
         metrics_port = 0
-        if scenario == "floor":
+        if scenario.endswith("floor"):
             argv = [sys.executable, str(ROOT / "bench" / "rls_floor.py"), "--port", str(port)]
-            argv += ["--threads", str(opts.threads)]
+            argv += ["--h2"] if scenario == "h2-floor" else ["--threads", str(opts.threads)]
         else:
             metrics_port = free_port()
-            args = ["--threads", str(opts.threads), "--metrics", f"127.0.0.1:{metrics_port}"]
-            if scenario.startswith("redis"):
+            args = ["--metrics", f"127.0.0.1:{metrics_port}"]
+            if scenario.startswith("h2-"):
+                args += ["--server", "h2"]
+            else:
+                args += ["--server", "grpcio", "--threads", str(opts.threads)]
+            if "redis" in scenario:
                 redis_port = free_port()
                 procs.append(
                     subprocess.Popen(
@@ -208,7 +225,7 @@ def run(scenario: str, opts: argparse.Namespace, work: Path) -> dict[str, float]
                 )
                 wait_port(redis_port)
                 args += ["--redis-url", f"redis://127.0.0.1:{redis_port}/0"]
-                if scenario == "redis-sliding":
+                if scenario.endswith("redis-sliding"):
                     args += ["--algorithm", "sliding"]
             envoykit = str(Path(sys.executable).with_name("envoykit"))
             argv = [envoykit, "ratelimit", "serve", "--config-dir", str(work), "--host", "127.0.0.1"]

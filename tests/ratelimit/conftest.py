@@ -1,5 +1,6 @@
 """Fixtures of the rate-limit service tests: a real ``redis-server`` on a free port, the service
-in a background thread, and a gRPC client."""
+in a background thread (every test that starts one runs against both servers, ``h2`` and
+``grpcio``), and a gRPC client."""
 
 from __future__ import annotations
 
@@ -115,9 +116,12 @@ class RlsThread:
             return
         self._ready.set()
         await self._stop.wait()
-        await self.server.stop(0.5)
+        await self.server.stop(self.grace)
 
-    def stop(self) -> None:
+    grace = 0.5
+
+    def stop(self, grace: float = 0.5) -> None:
+        self.grace = grace
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(15)
@@ -127,12 +131,19 @@ class RlsThread:
         return f"127.0.0.1:{self.server.port}"
 
 
+@pytest.fixture(params=["h2", "grpcio"])
+def rls_server_kind(request: pytest.FixtureRequest) -> str:
+    """The server of the rate-limit service under test (``RateLimitServer(server=...)``)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def rls_factory() -> Iterator[Any]:
+def rls_factory(rls_server_kind: str) -> Iterator[Any]:
     started: list[RlsThread] = []
 
     def make(config_dir: Path, **options: Any) -> RlsThread:
         options.setdefault("address", "127.0.0.1:0")
+        options.setdefault("server", rls_server_kind)
         options.setdefault("reload_interval", 0.05)
         thread = RlsThread(RateLimitServer(config_dir, **options)).start()
         started.append(thread)

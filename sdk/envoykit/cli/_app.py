@@ -213,9 +213,18 @@ def ratelimit_serve(
     reload_interval: Annotated[float, typer.Option(help="Seconds between config directory checks.")] = 1.0,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "info",
     threads: Annotated[int, typer.Option(help="gRPC worker threads (calls in flight).")] = 8,
+    server_kind: Annotated[
+        str,
+        typer.Option(
+            "--server",
+            help="'h2' (native HTTP/2, batches calls), 'grpcio' (thread pool; --threads), or 'auto' "
+            "(h2 if it can be built here, else grpcio).",
+        ),
+    ] = "auto",
 ) -> None:
     """Serve envoy.service.ratelimit.v3.RateLimitService for Envoy's native ratelimit filter."""
     from ..ratelimit import RateLimitServer, run_ratelimit
+    from ..ratelimit._h2 import H2BuildError
 
     _setup_logging(log_level)
     if failure_mode not in ("open", "closed") or algorithm not in ("fixed", "sliding"):
@@ -233,8 +242,9 @@ def ratelimit_serve(
             metrics_address=metrics,
             reload_interval=reload_interval,
             threads=threads,
+            server=server_kind,  # type: ignore[arg-type]
         )
-    except ConfigError as exc:
+    except (ConfigError, H2BuildError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     run_ratelimit(server)

@@ -33,6 +33,8 @@ NEAR_LIMIT_RATIO = 0.8
 Algorithm = Literal["fixed", "sliding"]
 Entries = Sequence[tuple[str, str]]
 Key = tuple[tuple[str, str], ...]
+#: One call of a batch: (domain, descriptors, hits_addend, overrides).
+Call = tuple[str, Sequence[Entries], int, Sequence[tuple[int, str] | None] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,44 @@ class Limiter:
         Thread-safe: counters are the backend's business, the stats update holds a lock. The
         matching rule and backend key of a descriptor are memoised per config snapshot.
         """
+        return self.decide_batch(config, [(domain, descriptors, hits_addend, overrides)])[0]
+
+    def decide_batch(self, config: Mapping[str, DomainConfig], calls: Sequence[Call]) -> list[Decision]:
+        """Several calls at once, in order, with ONE backend round trip for all of them (one
+        Redis pipeline): each call is decided exactly as ``decide`` would, and hits on the same
+        counter in one batch are counted one after the other, in call order."""
+        now = self.clock()
+        plans = []
+        hits: list[Hit] = []
+        for domain, descriptors, hits_addend, overrides in calls:
+            limits, first = self._plan(config, domain, descriptors, hits_addend, overrides, now, hits)
+            plans.append((limits, first, hits_addend))
+        counts: list[tuple[int, int]] | None = None
+        if hits:
+            try:
+                counts = self.backend.hit(hits)
+            except BackendError as exc:
+                log.warning("rate-limit backend failed (failing %s): %s", self.failure_mode, exc)
+        failed = bool(hits) and counts is None
+        out = []
+        with self._lock:
+            for limits, first, hits_addend in plans:
+                limited = any(r is not None and not r.unlimited for r in limits)
+                out.append(self._finish(limits, counts, first, hits_addend, now, failed and limited))
+        return out
+
+    def _plan(
+        self,
+        config: Mapping[str, DomainConfig],
+        domain: str,
+        descriptors: Sequence[Entries],
+        hits_addend: int,
+        overrides: Sequence[tuple[int, str] | None] | None,
+        now: float,
+        hits: list[Hit],
+    ) -> tuple[list[RateLimitRule | None], int]:
+        """The rule of every descriptor; appends the backend hits to ``hits`` and returns where
+        this call's hits start."""
         keys: list[Key] = [e if type(e) is tuple else tuple(e) for e in descriptors]
         domain_config = config.get(domain)
         limits: list[RateLimitRule | None] = []
@@ -156,9 +196,8 @@ class Limiter:
         if replaced:
             limits = [None if r is not None and r.name and r.name in replaced else r for r in limits]
 
-        now = self.clock()
+        first = len(hits)
         second = int(now)
-        hits: list[Hit] = []
         sliding = self.algorithm == "sliding"
         tags = self._tags
         for entries, rule in zip(keys, limits, strict=True):
@@ -176,43 +215,45 @@ class Limiter:
                 hits.append(Hit(tag + str(start), tag + str(start - window), hits_addend, window * 2))
             else:
                 hits.append(Hit(tag + str(start), None, hits_addend, window))
+        return limits, first
 
-        counts: list[tuple[int, int]] | None = None
-        failed = False
-        if hits:
-            try:
-                counts = self.backend.hit(hits)
-            except BackendError as exc:
-                failed = True
-                log.warning("rate-limit backend failed (failing %s): %s", self.failure_mode, exc)
-
+    def _finish(
+        self,
+        limits: list[RateLimitRule | None],
+        counts: list[tuple[int, int]] | None,
+        j: int,
+        hits_addend: int,
+        now: float,
+        failed: bool,
+    ) -> Decision:
+        """The decision from the backend's counts (``counts[j:]`` are this call's); lock held."""
         results: list[DescriptorResult] = []
-        j = 0
-        with self._lock:
-            stats = self.stats
-            if failed:
-                stats.backend_errors += 1
-            for rule in limits:
-                if rule is None:
-                    results.append(_NO_LIMIT)
-                    continue
-                if rule.unlimited:
-                    results.append(_UNLIMITED)
-                    continue
-                stats.add(rule.full_key, _TOTAL, hits_addend)
-                window = rule.window
-                reset = window - second % window
-                if counts is None:
-                    over = self.failure_mode == "closed"
-                    results.append(DescriptorResult(over, rule, 0 if over else rule.requests_per_unit, reset))
-                    j += 1
-                    continue
-                after, earlier = counts[j]
+        second = int(now)
+        sliding = self.algorithm == "sliding"
+        stats = self.stats
+        if failed:
+            stats.backend_errors += 1
+        for rule in limits:
+            if rule is None:
+                results.append(_NO_LIMIT)
+                continue
+            if rule.unlimited:
+                results.append(_UNLIMITED)
+                continue
+            stats.add(rule.full_key, _TOTAL, hits_addend)
+            window = rule.window
+            reset = window - second % window
+            if counts is None:
+                over = self.failure_mode == "closed"
+                results.append(DescriptorResult(over, rule, 0 if over else rule.requests_per_unit, reset))
                 j += 1
-                if sliding:
-                    elapsed = (now % window) / window
-                    after += math.floor(earlier * (1.0 - elapsed))
-                results.append(self._judge(rule, after, hits_addend, reset))
+                continue
+            after, earlier = counts[j]
+            j += 1
+            if sliding:
+                elapsed = (now % window) / window
+                after += math.floor(earlier * (1.0 - elapsed))
+            results.append(self._judge(rule, after, hits_addend, reset))
 
         over_limit = not self.shadow_mode and any(r.over_limit for r in results)
         return Decision(over_limit, results, _headers(results, over_limit))

@@ -1,0 +1,154 @@
+"""The native HTTP/2 front end of the rate-limit service (``--server h2``): build, load, serve.
+
+``_h2server.c`` is a small CPython extension: one thread runs an epoll loop over nghttp2 (the
+system ``libnghttp2.so.14``, loaded with ``dlopen``) and hands every complete unary call of a
+loop iteration to Python in one call, so a whole batch is decided together (one Redis pipeline
+for all of it) and grpcio's per-call machinery (~150-200 µs here) is gone.
+
+The extension is compiled on first use with ``zig cc`` (the ``ziglang`` wheel, already used for
+Wasm) into ``$ENVOYKIT_CACHE/ratelimit-h2/<key>/`` (default ``~/.cache/envoykit``), the key being
+a sha256 of the source, the compiler flags, zig's version and this interpreter's ABI; later
+starts load the cached build. Written to a temporary name and renamed, so concurrent first starts
+are safe. ``H2BuildError`` says what is missing (``ziglang``, ``Python.h``, ``libnghttp2``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import platform
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .._errors import EnvoykitError
+
+__all__ = ["H2BuildError", "H2Server", "build_extension", "load_extension"]
+
+MODULE = "_envoykit_h2"
+SOURCE = Path(__file__).with_name("_h2server.c")
+#: ``-mcpu=baseline``: zig targets the build machine's CPU by default; a cache shared between
+#: machines must not hold code for a newer CPU than the one loading it.
+CFLAGS = ("-shared", "-fPIC", "-O2", "-mcpu=baseline", "-s", "-Wall", "-Wextra", "-Werror", "-fno-ident")
+LIBS = ("-ldl",)
+#: One answer per call: the serialized response, or a gRPC (status code, message).
+Answer = bytes | tuple[int, str]
+Handler = Callable[[list[tuple[bytes, bytes]]], list[Answer]]
+
+log = logging.getLogger("envoykit.ratelimit")
+_lock = threading.Lock()
+_module: ModuleType | None = None
+
+
+class H2BuildError(EnvoykitError):
+    """The native HTTP/2 server cannot be built or loaded here (the grpcio server still works)."""
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("ENVOYKIT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "envoykit"
+
+
+def _zig() -> list[str]:
+    if importlib.util.find_spec("ziglang") is None:
+        raise H2BuildError("building the h2 server needs the `ziglang` package: pip install ziglang")
+    return [sys.executable, "-m", "ziglang"]
+
+
+def _key(zig: list[str], include: str) -> str:
+    version = subprocess.run([*zig, "version"], capture_output=True, text=True, timeout=120, check=False)
+    if version.returncode != 0:
+        raise H2BuildError(f"`zig version` failed: {version.stderr.strip()}")
+    digest = hashlib.sha256()
+    for part in (
+        SOURCE.read_bytes(),
+        " ".join(CFLAGS + LIBS).encode(),
+        version.stdout.strip().encode(),
+        (sysconfig.get_config_var("EXT_SUFFIX") or "").encode(),
+        platform.machine().encode(),
+        sys.version.encode(),
+        include.encode(),
+    ):
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()[:32]
+
+
+def build_extension(force: bool = False) -> Path:
+    """The compiled extension for this interpreter (compiled now unless cached)."""
+    include = sysconfig.get_paths()["include"]
+    if not (Path(include) / "Python.h").is_file():
+        raise H2BuildError(f"Python.h not found in {include} (install python3-dev)")
+    zig = _zig()
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    out_dir = _cache_root() / "ratelimit-h2" / _key(zig, include)
+    out = out_dir / f"{MODULE}{suffix}"
+    if out.is_file() and not force:
+        return out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("ZIG_GLOBAL_CACHE_DIR", str(_cache_root() / "zig"))
+    with tempfile.TemporaryDirectory(prefix="envoykit-h2-", dir=out_dir) as tmp:
+        tmp_out = Path(tmp) / out.name
+        cmd = [*zig, "cc", *CFLAGS, f"-I{include}", "-o", str(tmp_out), str(SOURCE), *LIBS]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
+        if proc.returncode != 0:
+            raise H2BuildError(f"compiling {SOURCE.name} failed:\n{proc.stderr.strip()[-4000:]}")
+        os.replace(tmp_out, out)
+    return out
+
+
+def load_extension() -> ModuleType:
+    """Build (if needed) and import the extension; ``H2BuildError`` says why it cannot."""
+    global _module
+    with _lock:
+        if _module is None:
+            path = build_extension()
+            loader = importlib.machinery.ExtensionFileLoader(MODULE, str(path))
+            spec = importlib.util.spec_from_file_location(MODULE, path, loader=loader)
+            assert spec is not None
+            try:
+                module = importlib.util.module_from_spec(spec)
+                loader.exec_module(module)
+            except ImportError as exc:  # libnghttp2 missing or too old
+                raise H2BuildError(str(exc)) from None
+            _module = module
+        return _module
+
+
+class H2Server:
+    """``handler`` served on the listening socket ``sock`` by the native loop in its own thread."""
+
+    def __init__(self, sock: Any, handler: Handler, *, max_message: int = 4 * 1024 * 1024) -> None:
+        self.sock = sock
+        self._native: Any = load_extension().Server(sock.fileno(), handler, max_message)
+        self._thread = threading.Thread(target=self._run, name="envoykit-rls-h2", daemon=True)
+        self.done = threading.Event()
+
+    def _run(self) -> None:
+        try:
+            self._native.serve()
+        except BaseException:  # the loop's thread must not die silently
+            log.exception("the h2 server loop failed; no more calls are served")
+        finally:
+            self.done.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, grace: float) -> None:
+        """GOAWAY every connection, finish the calls in flight (``grace`` seconds at most)."""
+        self._native.shutdown(grace)
+        self.done.wait(grace + 10.0)
+        self.sock.close()
+
+    def stats(self) -> dict[str, int]:
+        return dict(self._native.stats())
