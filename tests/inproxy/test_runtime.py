@@ -191,10 +191,11 @@ def test_async_hooks_are_rejected_at_load():
 
 def test_runtime_bug_fails_closed_not_into_envoy(monkeypatch):
     host = FakeHost()
+    # (the runtime binds the host's header reader when it is made)
+    monkeypatch.setattr(host, "get_headers", lambda map_type: (_ for _ in ()).throw(OSError("host broke")))
     runtime, _ = configure(
         host, FILTERS, {"filters": [{"filter": "add-headers", "config": {"request": {"x": "1"}}}]}
     )
-    monkeypatch.setattr(host, "get_headers", lambda map_type: (_ for _ in ()).throw(OSError("host broke")))
     outcome = request(runtime, host)
     assert outcome.local_reply and outcome.client.status == 500
     assert any("in-proxy runtime error: OSError: host broke" in m for _, m in host.logs)

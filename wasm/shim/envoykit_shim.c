@@ -143,6 +143,29 @@ static PyObject *host_get_headers(PyObject *self, PyObject *arg) {
     return out;
 }
 
+/* The header map as the raw pairs bytes (one copy, no decoding): the runtime keeps it and calls
+ * decode_headers only if a hook reads the headers. */
+static PyObject *host_get_header_blob(PyObject *self, PyObject *arg) {
+    long type = PyLong_AsLong(arg);
+    if (type == -1 && PyErr_Occurred()) return NULL;
+    char *ptr = NULL;
+    size_t size = 0;
+    if (proxy_get_header_map_pairs((int32_t)type, &ptr, &size) != 0 || ptr == NULL) {
+        free(ptr);
+        return PyBytes_FromStringAndSize("", 0);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(ptr, (Py_ssize_t)size);
+    free(ptr);
+    return out;
+}
+
+static PyObject *host_decode_headers(PyObject *self, PyObject *arg) {
+    char *buf;
+    Py_ssize_t size;
+    if (PyBytes_AsStringAndSize(arg, &buf, &size) < 0) return NULL;
+    return decode_pairs(buf, (size_t)size, 1);
+}
+
 static PyObject *host_replace_header(PyObject *self, PyObject *args) {
     int type;
     const char *k, *v;
@@ -346,6 +369,8 @@ static PyMethodDef host_methods[] = {
     {"log", host_log, METH_VARARGS, "log(level, msg): proxy_log (0 trace .. 4 error, 5 critical)."},
     {"get_header_map_pairs", host_get_header_map_pairs, METH_VARARGS, "Header map as [(name, value)] bytes."},
     {"get_headers", host_get_headers, METH_O, "get_headers(map_type): header map as [(name, value)] latin-1 text."},
+    {"get_header_blob", host_get_header_blob, METH_O, "get_header_blob(map_type): the header map's raw pairs bytes."},
+    {"decode_headers", host_decode_headers, METH_O, "decode_headers(blob): raw pairs bytes as [(name, value)] latin-1 text."},
     {"set_callbacks", host_set_callbacks, METH_O, "set_callbacks(mask): per-request callbacks to forward."},
     {"forget_context", host_forget_context, METH_O, "forget_context(id): no proxy_on_delete needed for it."},
     {"replace_header", host_replace_header, METH_VARARGS, "replace_header(map_type, name, value)."},
