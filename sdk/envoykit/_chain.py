@@ -75,6 +75,8 @@ class _Ran(Generator[Awaitable[Any], Any, T]):
 
 
 _new = object.__new__
+_REQUEST_BODY = Phase.REQUEST_BODY
+_RESPONSE_BODY = Phase.RESPONSE_BODY
 _OPEN = FailureMode.OPEN
 
 #: The usual outcome of a phase (no reply), made once.
@@ -370,9 +372,7 @@ class Stream:
         chain = self.chain
         if plan is None:
             plan = chain._plan[phase]
-        if not plan:
-            return None
-        body_hook = phase is Phase.REQUEST_BODY or phase is Phase.RESPONSE_BODY
+        body_hook = phase is _REQUEST_BODY or phase is _RESPONSE_BODY
         if chain.observer is not None:
             for index, flt, hook, _ in plan:
                 outcome = self._call_sync(phase, index, flt, hook, message, body_hook)
@@ -384,11 +384,12 @@ class Stream:
             namespace = self._namespace = flt.metadata_namespace
             if self._view is not None:
                 self._view.namespace = namespace
-            body, changed = message._body, message._body_changed
-            undo = self._undo_point(flt, message) if flt.failure_mode is _OPEN else None
+            body = message._body
+            changed = message._body_changed
+            undo = None if flt.failure_mode is not _OPEN else self._undo_point(flt, message)
             try:
                 result = hook(message, states[index])
-                if result is None and (body_hook or not message._body_changed or message._body is body):
+                if result is None and (not message._body_changed or body_hook or message._body is body):
                     continue
                 outcome = self._checked(flt, phase, result, message, body_hook, body)
             except Exception as exc:  # noqa: BLE001 - a filter bug must never take the stream down

@@ -17,6 +17,9 @@ from ._reply import Reply
 __all__ = ["Request", "Response"]
 
 
+_new = object.__new__
+
+
 class _Owner(Protocol):
     """What a lazily made message asks its stream for (see ``Stream._start_request``)."""
 
@@ -71,7 +74,9 @@ class _Message:
         if headers is None:
             raw, self._raw_headers = self._raw_headers, None
             decode = self._owner._decode  # type: ignore[union-attr]
-            headers = self._headers = Headers._trusted(raw if decode is None else decode(raw))  # type: ignore[arg-type]
+            headers = self._headers = _new(Headers)  # Headers._trusted, inline
+            headers._items = raw if decode is None else decode(raw)  # type: ignore[assignment]
+            headers._touched = set()
             headers._readonly_reason = self._readonly
         return headers
 

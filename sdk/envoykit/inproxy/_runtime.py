@@ -80,6 +80,10 @@ _REQUEST_HEADERS = Phase.REQUEST_HEADERS
 _RESPONSE_HEADERS = Phase.RESPONSE_HEADERS
 _STREAMED = BodyMode.STREAMED
 _BUFFERED = BodyMode.BUFFERED
+_NONE = BodyMode.NONE
+_REQUEST_AFTER = Callback.REQUEST_BODY | Callback.REQUEST_TRAILERS
+_REQUEST_LATER = Callback.RESPONSE_HEADERS | Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS
+_RESPONSE_AFTER = Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS
 
 
 class _Context(Stream):
@@ -303,10 +307,28 @@ class InProxyRuntime:
         try:
             eos = end_of_stream != 0  # the shim passes Envoy's 0/1 through
             request = ctx._start_request(None, self._get_headers(HeaderMap.REQUEST_HEADERS), eos)
-            reply = ctx._run_sync(_REQUEST_HEADERS, request, self._plans[0])
-            if reply is not None:
-                return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
-            return self._headers_done(ctx, context_id, _REQUEST, request, eos)
+            plan = self._plans[0]
+            if plan:
+                reply = ctx._run_sync(_REQUEST_HEADERS, request, plan)
+                if reply is not None:
+                    return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
+            # What the hooks changed goes back to Envoy (``_headers_done``, inline: hot path).
+            mode = self._modes[0]
+            if mode is not _NONE and not eos:
+                return self._headers_done(ctx, context_id, _REQUEST, request, eos)
+            if eos and request._body_changed:
+                self._body_dropped()
+            headers = request._headers  # None: no hook read them, so none changed them
+            if headers is not None and headers._touched:
+                self._write_headers(HeaderMap.REQUEST_HEADERS, headers)
+            store = ctx._store
+            if store is not None and store._dirty:
+                self._emit_metadata(ctx)
+            if not self.wanted & (_REQUEST_LATER | (0 if eos else _REQUEST_AFTER)):
+                del self._contexts[context_id]
+                ctx.request = ctx.response = None  # ``_finish``, inline
+                self._forget(context_id)
+            return HeadersStatus.CONTINUE
         except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
             return self._runtime_error(ctx, exc, HeadersStatus.STOP_ITERATION)
 
@@ -322,10 +344,28 @@ class InProxyRuntime:
         try:
             eos = end_of_stream != 0
             response = ctx._start_response(None, self._get_headers(HeaderMap.RESPONSE_HEADERS), eos)
-            reply = ctx._run_sync(_RESPONSE_HEADERS, response, self._plans[1])
-            if reply is not None:
-                return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
-            return self._headers_done(ctx, context_id, _RESPONSE, response, eos)
+            plan = self._plans[1]
+            if plan:
+                reply = ctx._run_sync(_RESPONSE_HEADERS, response, plan)
+                if reply is not None:
+                    return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
+            # What the hooks changed goes back to Envoy (``_headers_done``, inline: hot path).
+            mode = self._modes[1]
+            if mode is not _NONE and not eos:
+                return self._headers_done(ctx, context_id, _RESPONSE, response, eos)
+            if eos and response._body_changed:
+                self._body_dropped()
+            headers = response._headers  # None: no hook read them, so none changed them
+            if headers is not None and headers._touched:
+                self._write_headers(HeaderMap.RESPONSE_HEADERS, headers)
+            store = ctx._store
+            if store is not None and store._dirty:
+                self._emit_metadata(ctx)
+            if not self.wanted & (0 | (0 if eos else _RESPONSE_AFTER)):
+                del self._contexts[context_id]
+                ctx.request = ctx.response = None  # ``_finish``, inline
+                self._forget(context_id)
+            return HeadersStatus.CONTINUE
         except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
             return self._runtime_error(ctx, exc, HeadersStatus.STOP_ITERATION)
 
@@ -395,13 +435,16 @@ class InProxyRuntime:
         ctx._release()
         self._forget(context_id)
 
+    def _body_dropped(self) -> None:
+        # proxy-wasm cannot add a body to a bodiless request
+        self.host.log(LogLevel.ERROR, "envoykit: a body set in on_request_headers is dropped in-proxy")
+
     def _headers_done(
         self, ctx: _Context, context_id: int, direction: _Direction, message: Request | Response, eos: bool
     ) -> int:
         """After a headers phase without a reply: write back what the hooks changed."""
-        # proxy-wasm cannot add a body to a bodiless request
         if eos and message._body_changed:
-            self.host.log(LogLevel.ERROR, "envoykit: a body set in on_request_headers is dropped in-proxy")
+            self._body_dropped()
         mode = self._modes[direction.body_buffer]
         if mode is _STREAMED and not eos:
             message.headers.unfreeze()
