@@ -197,6 +197,9 @@ class InProxyRuntime:
             None if blob is None else host.decode_headers  # type: ignore[attr-defined]
         )
         self._forget = host.forget_context
+        self._apply: Callable[[int, list[tuple[str, str]], list[str]], None] | None = getattr(
+            host, "apply_header_changes", None
+        )
 
     # -- configuration -----------------------------------------------------------------------
     def on_configure(self, configuration: bytes) -> bool:
@@ -520,6 +523,9 @@ class InProxyRuntime:
         # remove the name when it has none left.
         names = sorted(touched) if len(touched) > 1 else list(touched)
         touched.clear()
+        if self._apply is not None:
+            self._apply(map_type, headers._items, names)  # the loop below, in the shim's C
+            return
         host = self.host
         items = headers._items
         for name in names:

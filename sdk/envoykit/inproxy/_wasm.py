@@ -25,6 +25,7 @@ class ShimHost:
     __slots__ = (
         "_native",
         "add_header",
+        "apply_header_changes",
         "decode_headers",
         "forget_context",
         "get_header_blob",
@@ -45,6 +46,10 @@ class ShimHost:
         self.replace_header: Callable[[int, bytes, bytes], Any] = native.replace_header
         self.add_header: Callable[[int, bytes, bytes], Any] = native.add_header
         self.remove_header: Callable[[int, bytes], Any] = native.remove_header
+        #: The runtime's header write-back loop in C (``InProxyRuntime._write_headers``).
+        self.apply_header_changes: Callable[[int, list[tuple[str, str]], list[str]], None] = (
+            native.apply_header_changes
+        )
 
     def log(self, level: int, message: str) -> None:
         self._native.log(level, message)
