@@ -75,6 +75,8 @@ class _Ran(Generator[Awaitable[Any], Any, T]):
 
 
 _new = object.__new__
+#: Why the request's headers are read-only once the response starts.
+SENT_UPSTREAM = "the request has already gone upstream"
 _REQUEST_BODY = Phase.REQUEST_BODY
 _RESPONSE_BODY = Phase.RESPONSE_BODY
 _OPEN = FailureMode.OPEN
@@ -263,7 +265,7 @@ class Stream:
     ) -> Response:
         request = self._need_request()
         if freeze:
-            request._freeze_headers("the request has already gone upstream")
+            request._freeze_headers(SENT_UPSTREAM)
         response = self.response = _new(Response)
         response._owner = self
         response._headers = headers

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._attributes import Attributes, TlsInfo
-from .._chain import Chain, PhaseRun, Stream, drive_sync
+from .._chain import SENT_UPSTREAM, Chain, PhaseRun, Stream, drive_sync
 from .._config import validate_config
 from .._errors import ConfigError, EnvoykitError
 from .._filter import HttpFilter
@@ -81,6 +81,7 @@ _RESPONSE_HEADERS = Phase.RESPONSE_HEADERS
 _STREAMED = BodyMode.STREAMED
 _BUFFERED = BodyMode.BUFFERED
 _NONE = BodyMode.NONE
+_new = object.__new__
 _REQUEST_AFTER = Callback.REQUEST_BODY | Callback.REQUEST_TRAILERS
 _REQUEST_LATER = Callback.RESPONSE_HEADERS | Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS
 _RESPONSE_AFTER = Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS
@@ -309,7 +310,15 @@ class InProxyRuntime:
             return 0  # Envoy running our own local reply through us: pass
         try:
             eos = end_of_stream != 0  # the shim passes Envoy's 0/1 through
-            request = ctx._start_request(None, self._get_headers(HeaderMap.REQUEST_HEADERS), eos)
+            # ``Stream._start_request``, inline (hot path): headers stay raw until a hook reads them.
+            request = ctx.request = _new(Request)
+            request._owner = ctx
+            request._headers = request._readonly = None
+            request._trailers = request._attributes = request._metadata = None
+            request._raw_headers = self._get_headers(HeaderMap.REQUEST_HEADERS)
+            request.end_of_stream = eos
+            request._body = b""
+            request._body_changed = False
             plan = self._plans[0]
             if plan:
                 reply = ctx._run_sync(_REQUEST_HEADERS, request, plan)
@@ -322,8 +331,9 @@ class InProxyRuntime:
             if eos and request._body_changed:
                 self._body_dropped()
             headers = request._headers  # None: no hook read them, so none changed them
-            if headers is not None and headers._touched:
-                self._write_headers(HeaderMap.REQUEST_HEADERS, headers)
+            # (mypy: the hooks may have made them since they were set to None above)
+            if headers is not None and headers._touched:  # type: ignore[unreachable]
+                self._write_headers(HeaderMap.REQUEST_HEADERS, headers)  # type: ignore[unreachable]
             store = ctx._store
             if store is not None and store._dirty:
                 self._emit_metadata(ctx)
@@ -346,7 +356,25 @@ class InProxyRuntime:
             return 0
         try:
             eos = end_of_stream != 0
-            response = ctx._start_response(None, self._get_headers(HeaderMap.RESPONSE_HEADERS), eos)
+            # ``Stream._start_response``, inline (hot path).
+            request = ctx.request
+            if request is None:
+                request = ctx._need_request()
+            if request._headers is None:  # ``_freeze_headers``, inline
+                request._readonly = SENT_UPSTREAM
+            else:
+                request._headers._readonly_reason = SENT_UPSTREAM
+            response = ctx.response = _new(Response)
+            response._owner = ctx
+            response._headers = response._readonly = None
+            response._trailers = response._attributes = response._metadata = None
+            response._raw_headers = self._get_headers(HeaderMap.RESPONSE_HEADERS)
+            response.end_of_stream = eos
+            response._body = b""
+            response._body_changed = False
+            response.request = request
+            response.is_local_reply = False
+            response.reply = None
             plan = self._plans[1]
             if plan:
                 reply = ctx._run_sync(_RESPONSE_HEADERS, response, plan)
@@ -359,8 +387,9 @@ class InProxyRuntime:
             if eos and response._body_changed:
                 self._body_dropped()
             headers = response._headers  # None: no hook read them, so none changed them
-            if headers is not None and headers._touched:
-                self._write_headers(HeaderMap.RESPONSE_HEADERS, headers)
+            # (mypy: the hooks may have made them since they were set to None above)
+            if headers is not None and headers._touched:  # type: ignore[unreachable]
+                self._write_headers(HeaderMap.RESPONSE_HEADERS, headers)  # type: ignore[unreachable]
             store = ctx._store
             if store is not None and store._dirty:
                 self._emit_metadata(ctx)
