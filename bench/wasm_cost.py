@@ -7,7 +7,8 @@ instruction counting on (``WasmHost(metered=True)``) and prints, per request:
 - the floor: envoykit's C shim and CPython answering two header callbacks, no SDK
   (``bench/wasm_floor.py``, the ``wasm-floor`` scenario of ``bench/run.py``);
 - envoykit's no-op chain (library filter ``noop``, the ``wasm-noop`` scenario);
-- a chain that does work: ``add-headers`` setting one request and one response header.
+- a chain that does work: ``add-headers`` setting one request and one response header;
+- a library filter: ``security-headers`` with its default preset.
 
 Usage: ``.venv/bin/python bench/wasm_cost.py [--requests N] [--results bench/RESULTS.md]`` (from
 the repository root); ``--results`` puts the table into that file as its own section.
@@ -36,6 +37,11 @@ CHAINS: list[tuple[str, bool, list[dict[str, object]]]] = [
         "envoykit `add-headers` (one request + one response header)",
         False,
         [{"filter": "add-headers", "config": {"request": {"x-a": "1"}, "response": {"x-b": "2"}}}],
+    ),
+    (
+        "library `security-headers` (default preset: sets 7 response headers)",
+        False,
+        [{"filter": "security-headers"}],
     ),
 ]
 HEADERS = {"user-agent": "wrk", "accept": "*/*", "x-request-id": "5f1d0a4e-7d6b-4a57-9e61-1c3f0c9a8b21"}

@@ -52,7 +52,14 @@ def _name(name: str | bytes) -> str:
     return lowered
 
 
+#: Valid ``str`` values seen so far (filters set the same few values over and over). Bounded.
+_VALUES: dict[str, None] = {}
+_VALUES_MAX = 4096
+
+
 def _value(value: HeaderValue) -> str:
+    if value in _VALUES and type(value) is str:
+        return value
     if isinstance(value, bytes):
         text = value.decode("latin-1")
     elif isinstance(value, str):
@@ -67,6 +74,8 @@ def _value(value: HeaderValue) -> str:
         raise HeaderError(f"header value must be str or bytes, not {type(value).__name__}")
     if "\r" in text or "\n" in text or "\x00" in text:
         raise HeaderError(f"header value {text!r} contains CR, LF or NUL")
+    if len(_VALUES) < _VALUES_MAX and len(text) <= 256:
+        _VALUES[text] = None
     return text
 
 
@@ -163,10 +172,15 @@ class Headers:
 
     def set(self, name: str, value: HeaderValue) -> None:
         """Replace every value of ``name`` with ``value`` (added if absent)."""
-        self._check_writable()
+        if self._readonly_reason is not None:
+            self._check_writable()
         key, text = _name(name), _value(value)
-        self._items = [(k, v) for k, v in self._items if k != key]
-        self._items.append((key, text))
+        items = self._items
+        for k, _ in items:
+            if k == key:
+                self._items = items = [(k, v) for k, v in items if k != key]
+                break
+        items.append((key, text))
         self._touched.add(key)
 
     def add(self, name: str, value: HeaderValue) -> None:

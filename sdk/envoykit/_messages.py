@@ -7,6 +7,8 @@ hook is the same one it saw in the headers hook. Changes are made in place (``he
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from ._attributes import Attributes
 from ._headers import Headers
 from ._metadata import Metadata, MetadataStore
@@ -15,8 +17,35 @@ from ._reply import Reply
 __all__ = ["Request", "Response"]
 
 
+_new = object.__new__
+
+
+class _Owner(Protocol):
+    """What a lazily made message asks its stream for (see ``Stream._start_request``)."""
+
+    _decode: Any
+    attributes: Attributes
+
+    def _metadata_view(self) -> Metadata: ...
+
+
 class _Message:
-    __slots__ = ("_body", "_body_changed", "attributes", "end_of_stream", "headers", "metadata", "trailers")
+    # Runtimes on a hot path (inside Envoy's Wasm VM every object and call costs thousands of
+    # instructions) make messages with ``Stream._start_request``: ``headers`` can stay the host's raw
+    # bytes until a hook reads them, and ``trailers``, ``attributes`` and ``metadata`` are made
+    # on first read, so a hook that never reads them never pays for them.
+    __slots__ = (
+        "_attributes",
+        "_body",
+        "_body_changed",
+        "_headers",
+        "_metadata",
+        "_owner",
+        "_raw_headers",
+        "_readonly",
+        "_trailers",
+        "end_of_stream",
+    )
 
     def __init__(
         self,
@@ -26,16 +55,78 @@ class _Message:
         metadata: Metadata,
         end_of_stream: bool = False,
     ) -> None:
-        self.headers = headers
-        #: Trailers, once the trailers phase has them (empty before).
-        self.trailers = Headers()
+        self._headers: Headers | None = headers
+        self._trailers: Headers | None = Headers()
         #: True when no more body will follow what the current hook sees.
         self.end_of_stream = end_of_stream
-        self.attributes = attributes
-        #: This filter's dynamic metadata (writes go to the filter's namespace).
-        self.metadata = metadata
+        self._attributes: Attributes | None = attributes
+        self._metadata: Metadata | None = metadata
         self._body = b""
         self._body_changed = False
+        self._owner: _Owner | None = None
+        self._raw_headers: object = None
+        self._readonly: str | None = None
+
+    @property
+    def headers(self) -> Headers:
+        """The message's headers (pseudo-headers included)."""
+        headers = self._headers
+        if headers is None:
+            raw, self._raw_headers = self._raw_headers, None
+            decode = self._owner._decode  # type: ignore[union-attr]
+            headers = self._headers = _new(Headers)  # Headers._trusted, inline
+            headers._items = raw if decode is None else decode(raw)  # type: ignore[assignment]
+            headers._touched = set()
+            headers._readonly_reason = self._readonly
+        return headers
+
+    @headers.setter
+    def headers(self, value: Headers) -> None:
+        self._headers = value
+        self._raw_headers = None
+
+    @property
+    def trailers(self) -> Headers:
+        """Trailers, once the trailers phase has them (empty before)."""
+        trailers = self._trailers
+        if trailers is None:
+            trailers = self._trailers = Headers()
+        return trailers
+
+    @trailers.setter
+    def trailers(self, value: Headers) -> None:
+        self._trailers = value
+
+    @property
+    def attributes(self) -> Attributes:
+        attributes = self._attributes
+        if attributes is None:
+            attributes = self._attributes = self._owner.attributes  # type: ignore[union-attr]
+        return attributes
+
+    @attributes.setter
+    def attributes(self, value: Attributes) -> None:
+        self._attributes = value
+
+    @property
+    def metadata(self) -> Metadata:
+        """This filter's dynamic metadata (writes go to the filter's namespace)."""
+        metadata = self._metadata
+        if metadata is None:
+            metadata = self._metadata = self._owner._metadata_view()  # type: ignore[union-attr]
+        return metadata
+
+    @metadata.setter
+    def metadata(self, value: Metadata) -> None:
+        self._metadata = value
+
+    def _freeze_headers(self, reason: str | None) -> None:
+        """``headers.freeze(reason)`` (``None``: unfreeze), without decoding headers not yet read."""
+        headers = self._headers
+        if headers is None:
+            self._readonly = reason
+        else:
+            headers._readonly_reason = reason
 
     @property
     def body(self) -> bytes:

@@ -191,10 +191,11 @@ def test_async_hooks_are_rejected_at_load():
 
 def test_runtime_bug_fails_closed_not_into_envoy(monkeypatch):
     host = FakeHost()
+    # (the runtime binds the host's header reader when it is made)
+    monkeypatch.setattr(host, "get_headers", lambda map_type: (_ for _ in ()).throw(OSError("host broke")))
     runtime, _ = configure(
         host, FILTERS, {"filters": [{"filter": "add-headers", "config": {"request": {"x": "1"}}}]}
     )
-    monkeypatch.setattr(host, "get_headers", lambda map_type: (_ for _ in ()).throw(OSError("host broke")))
     outcome = request(runtime, host)
     assert outcome.local_reply and outcome.client.status == 500
     assert any("in-proxy runtime error: OSError: host broke" in m for _, m in host.logs)
@@ -250,3 +251,36 @@ def test_a_local_reply_keeps_its_context_until_delete():
     outcome = request(runtime, host, path="/a", ctx=9)
     assert outcome.local_reply and outcome.client.status == 403
     assert host.forgotten == [] and runtime._contexts == {}  # removed by on_delete, not before
+
+
+def test_messages_the_runtime_makes_inline_match_the_engines():
+    """The runtime builds request/response objects inline (its hot path); every slot must be
+    set as ``Stream._start_request``/``_start_response`` set them, or a hook reading one breaks."""
+    from envoykit import Chain, Headers
+    from envoykit._messages import _Message
+
+    seen: dict[str, object] = {}
+
+    class Grab(HttpFilter):
+        name = "grab"
+
+        def on_request_headers(self, request, state):
+            seen["request"] = request
+
+        def on_response_headers(self, response, state):
+            seen["response"] = response
+
+    host = FakeHost()
+    runtime, ok = configure(host, {"grab": Grab}, {"filters": [{"filter": "grab"}]})
+    assert ok
+    request(runtime, host)
+    engine = Chain([Grab()]).stream()
+    reference = {
+        "request": engine._start_request(None, [], False),
+        "response": engine._start_response(None, [], False),
+    }
+    for kind, message in seen.items():
+        for slot in (*_Message.__slots__, *type(message).__slots__):
+            assert hasattr(message, slot) == hasattr(reference[kind], slot), (kind, slot)
+    assert isinstance(seen["request"].headers, Headers)
+    assert seen["response"].request is seen["request"]

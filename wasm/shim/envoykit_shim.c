@@ -143,6 +143,83 @@ static PyObject *host_get_headers(PyObject *self, PyObject *arg) {
     return out;
 }
 
+/* The header map as the raw pairs bytes (one copy, no decoding): the runtime keeps it and calls
+ * decode_headers only if a hook reads the headers. */
+static PyObject *host_get_header_blob(PyObject *self, PyObject *arg) {
+    long type = PyLong_AsLong(arg);
+    if (type == -1 && PyErr_Occurred()) return NULL;
+    char *ptr = NULL;
+    size_t size = 0;
+    if (proxy_get_header_map_pairs((int32_t)type, &ptr, &size) != 0 || ptr == NULL) {
+        free(ptr);
+        return PyBytes_FromStringAndSize("", 0);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(ptr, (Py_ssize_t)size);
+    free(ptr);
+    return out;
+}
+
+static PyObject *host_decode_headers(PyObject *self, PyObject *arg) {
+    char *buf;
+    Py_ssize_t size;
+    if (PyBytes_AsStringAndSize(arg, &buf, &size) < 0) return NULL;
+    return decode_pairs(buf, (size_t)size, 1);
+}
+
+/* A latin-1 str's bytes (what Headers hold: every char < 256, so a 1-byte-kind string). */
+static const char *latin1_bytes(PyObject *text, Py_ssize_t *len) {
+    if (!PyUnicode_Check(text) || PyUnicode_READY(text) < 0 || PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND) {
+        PyErr_SetString(PyExc_ValueError, "header names and values must be latin-1 str");
+        return NULL;
+    }
+    *len = PyUnicode_GET_LENGTH(text);
+    return (const char *)PyUnicode_1BYTE_DATA(text);
+}
+
+/* apply_header_changes(map_type, items, names): for each name (in order), replace its first
+ * value in Envoy's map with the first of `items` ([(name, value)] str pairs), add the others,
+ * or remove the name when `items` has none: what the runtime's Python loop did, in one call. */
+static PyObject *host_apply_header_changes(PyObject *self, PyObject *args) {
+    int type;
+    PyObject *items, *names;
+    if (!PyArg_ParseTuple(args, "iO!O", &type, &PyList_Type, &items, &names)) return NULL;
+    PyObject *seq = PySequence_Fast(names, "names must be a sequence of str");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PySequence_Fast_GET_ITEM(seq, i);
+        Py_ssize_t kl;
+        const char *k = latin1_bytes(name, &kl);
+        if (k == NULL) goto fail;
+        int first = 1;
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(items); j++) {
+            PyObject *pair = PyList_GET_ITEM(items, j);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError, "items must be (name, value) tuples");
+                goto fail;
+            }
+            int eq = PyUnicode_Compare(PyTuple_GET_ITEM(pair, 0), name);
+            if (eq == -1 && PyErr_Occurred()) goto fail;
+            if (eq != 0) continue;
+            Py_ssize_t vl;
+            const char *v = latin1_bytes(PyTuple_GET_ITEM(pair, 1), &vl);
+            if (v == NULL) goto fail;
+            if (first) {
+                proxy_replace_header_map_value(type, k, (size_t)kl, v, (size_t)vl);
+                first = 0;
+            } else {
+                proxy_add_header_map_value(type, k, (size_t)kl, v, (size_t)vl);
+            }
+        }
+        if (first) proxy_remove_header_map_value(type, k, (size_t)kl);
+    }
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(seq);
+    return NULL;
+}
+
 static PyObject *host_replace_header(PyObject *self, PyObject *args) {
     int type;
     const char *k, *v;
@@ -346,6 +423,10 @@ static PyMethodDef host_methods[] = {
     {"log", host_log, METH_VARARGS, "log(level, msg): proxy_log (0 trace .. 4 error, 5 critical)."},
     {"get_header_map_pairs", host_get_header_map_pairs, METH_VARARGS, "Header map as [(name, value)] bytes."},
     {"get_headers", host_get_headers, METH_O, "get_headers(map_type): header map as [(name, value)] latin-1 text."},
+    {"get_header_blob", host_get_header_blob, METH_O, "get_header_blob(map_type): the header map's raw pairs bytes."},
+    {"decode_headers", host_decode_headers, METH_O, "decode_headers(blob): raw pairs bytes as [(name, value)] latin-1 text."},
+    {"apply_header_changes", host_apply_header_changes, METH_VARARGS,
+     "apply_header_changes(map_type, items, names): write changed names' values back."},
     {"set_callbacks", host_set_callbacks, METH_O, "set_callbacks(mask): per-request callbacks to forward."},
     {"forget_context", host_forget_context, METH_O, "forget_context(id): no proxy_on_delete needed for it."},
     {"replace_header", host_replace_header, METH_VARARGS, "replace_header(map_type, name, value)."},

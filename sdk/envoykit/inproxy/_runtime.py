@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._attributes import Attributes, TlsInfo
-from .._chain import Chain, PhaseRun, Stream, drive_sync, header_changes
+from .._chain import SENT_UPSTREAM, Chain, PhaseRun, Stream, drive_sync
 from .._config import validate_config
 from .._errors import ConfigError, EnvoykitError
 from .._filter import HttpFilter
 from .._headers import Headers
-from .._messages import Response
+from .._messages import Request, Response
 from .._metrics import MetricKind
 from .._phases import BodyMode, Phase
 from ._abi import BufferType, Callback, DataStatus, HeaderMap, HeadersStatus, Host, LogLevel, TrailersStatus
@@ -43,7 +43,6 @@ class _Direction:
     headers_map: int
     trailers_map: int
     body_buffer: int
-    start_headers: Callable[[Stream, Headers, bool], PhaseRun[Response | None]]
     body: Callable[[Stream, bytes, bool], PhaseRun[Response | None]]
     trailers: Callable[[Stream, Headers], PhaseRun[Response | None]]
     message: Callable[[Stream], Any]
@@ -57,7 +56,6 @@ _REQUEST = _Direction(
     HeaderMap.REQUEST_HEADERS,
     HeaderMap.REQUEST_TRAILERS,
     BufferType.HTTP_REQUEST_BODY,
-    Stream.request_headers,
     Stream.request_body,
     Stream.request_trailers,
     lambda stream: stream.request,
@@ -69,7 +67,6 @@ _RESPONSE = _Direction(
     HeaderMap.RESPONSE_HEADERS,
     HeaderMap.RESPONSE_TRAILERS,
     BufferType.HTTP_RESPONSE_BODY,
-    Stream.response_headers,
     Stream.response_body,
     Stream.response_trailers,
     lambda stream: stream.response,
@@ -79,20 +76,69 @@ _RESPONSE = _Direction(
 )
 
 
-class _Context:
-    """One request's state in this VM (plain slots: made once per request on the hot path)."""
+_REQUEST_HEADERS = Phase.REQUEST_HEADERS
+_RESPONSE_HEADERS = Phase.RESPONSE_HEADERS
+_STREAMED = BodyMode.STREAMED
+_BUFFERED = BodyMode.BUFFERED
+_NONE = BodyMode.NONE
+_new = object.__new__
+_REQUEST_AFTER = Callback.REQUEST_BODY | Callback.REQUEST_TRAILERS
+_REQUEST_LATER = Callback.RESPONSE_HEADERS | Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS
+_RESPONSE_AFTER = Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS
 
-    __slots__ = ("body_done", "buffered", "last", "replied", "stream")
 
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
+class _Context(Stream):
+    """One request in this VM: the chain's ``Stream`` plus what the runtime tracks for it.
+
+    One object per request (inside Envoy each object costs thousands of Wasm instructions):
+    attributes are read from Envoy's properties on first use, metadata is made on first use,
+    and header maps stay the shim's raw bytes until a hook reads them (``_Message._init_lazy``).
+    """
+
+    __slots__ = ("_attributes", "_decode", "_runtime", "body_done", "buffered", "last", "replied")
+
+    def __init__(self, chain: Chain, runtime: InProxyRuntime) -> None:
+        # Stream.__init__, inline (one Python call less per request).
+        self.chain = chain
+        self._attributes: Attributes | None = None
+        self._store = None
+        shared = chain._shared_states
+        self.states = shared if shared is not None else [f.new_state() for f in chain.filters]
+        self._view = None
+        self._namespace = "envoykit"
+        self.request = None
+        self.response = None
+        self.finished = False
+        self.replied_by = None
+        self._runtime = runtime
+        self._decode = runtime._decode
         self.replied = False
         #: Set by the callback after which the chain has nothing left to do for this request.
         self.last = False
-        #: Bytes Envoy has buffered for us so far, per direction (buffered body mode).
-        self.buffered: dict[int, int] = {}
-        #: Directions whose body hooks already ran (e.g. at trailers time).
-        self.body_done: set[int] = set()
+        #: Bytes Envoy has buffered for us so far, per direction (buffered body mode); made on use.
+        self.buffered: dict[int, int] | None = None
+        #: Directions whose body hooks already ran (e.g. at trailers time); made on use.
+        self.body_done: set[int] | None = None
+
+    @property
+    def attributes(self) -> Attributes:
+        # Properties cost a host round trip each: fetch them only if something reads one.
+        attributes = self._attributes
+        if attributes is None:
+            attributes = self._attributes = self._runtime._attributes()
+        return attributes
+
+    @attributes.setter
+    def attributes(self, value: Attributes) -> None:
+        self._attributes = value
+
+    @property
+    def stream(self) -> Stream:
+        return self
+
+    def _release(self) -> None:
+        """The runtime is done with this request: break the message -> stream reference cycles."""
+        self.request = self.response = None
 
 
 class _EnvoyMetrics:
@@ -115,21 +161,6 @@ class _EnvoyMetrics:
 
     def record(self, metric_id: int, value: int) -> None:
         self.host.record_metric(metric_id, value)
-
-
-class _LazyAttributes:
-    """Stands in for ``Attributes`` and reads Envoy's properties on first attribute access."""
-
-    __slots__ = ("_load", "_value")
-
-    def __init__(self, load: Callable[[], Attributes]) -> None:
-        self._load = load
-        self._value: Attributes | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._value is None:
-            self._value = self._load()
-        return getattr(self._value, name)
 
 
 class _EnvoySharedData:
@@ -158,6 +189,18 @@ class InProxyRuntime:
         #: ``callbacks()`` of the configured chain (all until configured): what the shim forwards.
         self.wanted = Callback.ALL
         self._modes = (BodyMode.NONE, BodyMode.NONE)
+        self._plans: tuple[Any, Any] = ((), ())
+        # Header maps: the shim hands them over as raw bytes, decoded only if a hook reads them
+        # (``_Message._init_lazy``); a host without that (the in-process fake) gives decoded lists.
+        blob = getattr(host, "get_header_blob", None)
+        self._get_headers: Callable[[int], Any] = host.get_headers if blob is None else blob
+        self._decode: Callable[[Any], list[tuple[str, str]]] | None = (
+            None if blob is None else host.decode_headers  # type: ignore[attr-defined]
+        )
+        self._forget = host.forget_context
+        self._apply: Callable[[int, list[tuple[str, str]], list[str]], None] | None = getattr(
+            host, "apply_header_changes", None
+        )
 
     # -- configuration -----------------------------------------------------------------------
     def on_configure(self, configuration: bytes) -> bool:
@@ -172,6 +215,8 @@ class InProxyRuntime:
         self.wanted = self.callbacks()
         #: Body mode per body buffer type (0 request, 1 response), looked up on every callback.
         self._modes = (self.chain.needs.request_body, self.chain.needs.response_body)
+        #: The header phases' hooks, looked up once (``Stream._run_sync``).
+        self._plans = (self.chain._plan[_REQUEST_HEADERS], self.chain._plan[_RESPONSE_HEADERS])
         return True
 
     def _build(self, configuration: bytes) -> tuple[Chain, bool]:
@@ -246,17 +291,115 @@ class InProxyRuntime:
         return wanted
 
     def on_delete(self, context_id: int) -> None:
-        self._contexts.pop(context_id, None)
+        ctx = self._contexts.pop(context_id, None)
+        if ctx is not None:
+            ctx._release()
 
+    # The two header callbacks are the hot path (a header-only chain gets nothing else): each is
+    # one Python frame around the chain's hooks, with ``_guard``'s logic inline.
     def on_request_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int:
-        return self._guard(
-            context_id,
-            Callback.REQUEST_HEADERS,
-            HeadersStatus.STOP_ITERATION,
-            self._headers,
-            _REQUEST,
-            end_of_stream,
-        )
+        ctx = self._contexts.get(context_id)
+        if ctx is None:
+            chain = self.chain
+            if chain is None or not self.wanted & Callback.REQUEST_HEADERS:
+                return 0  # not configured, or a callback the chain cannot act on: pass
+            # A request's context is made on its first callback that reaches Python (the shim
+            # skips proxy_on_context_create: a header-only chain is entered twice per request).
+            ctx = self._contexts[context_id] = _Context(chain, self)
+        elif ctx.replied:
+            return 0  # Envoy running our own local reply through us: pass
+        try:
+            eos = end_of_stream != 0  # the shim passes Envoy's 0/1 through
+            # ``Stream._start_request``, inline (hot path): headers stay raw until a hook reads them.
+            request = ctx.request = _new(Request)
+            request._owner = ctx
+            request._headers = request._readonly = None
+            request._trailers = request._attributes = request._metadata = None
+            request._raw_headers = self._get_headers(HeaderMap.REQUEST_HEADERS)
+            request.end_of_stream = eos
+            request._body = b""
+            request._body_changed = False
+            plan = self._plans[0]
+            if plan:
+                reply = ctx._run_sync(_REQUEST_HEADERS, request, plan)
+                if reply is not None:
+                    return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
+            # What the hooks changed goes back to Envoy (``_headers_done``, inline: hot path).
+            mode = self._modes[0]
+            if mode is not _NONE and not eos:
+                return self._headers_done(ctx, context_id, _REQUEST, request, eos)
+            if eos and request._body_changed:
+                self._body_dropped()
+            headers = request._headers  # None: no hook read them, so none changed them
+            # (mypy: the hooks may have made them since they were set to None above)
+            if headers is not None and headers._touched:  # type: ignore[unreachable]
+                self._write_headers(HeaderMap.REQUEST_HEADERS, headers)  # type: ignore[unreachable]
+            store = ctx._store
+            if store is not None and store._dirty:
+                self._emit_metadata(ctx)
+            if not self.wanted & (_REQUEST_LATER | (0 if eos else _REQUEST_AFTER)):
+                del self._contexts[context_id]
+                ctx.request = ctx.response = None  # ``_finish``, inline
+                self._forget(context_id)
+            return HeadersStatus.CONTINUE
+        except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
+            return self._runtime_error(ctx, exc, HeadersStatus.STOP_ITERATION)
+
+    def on_response_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int:
+        ctx = self._contexts.get(context_id)
+        if ctx is None:
+            chain = self.chain
+            if chain is None or not self.wanted & Callback.RESPONSE_HEADERS:
+                return 0
+            ctx = self._contexts[context_id] = _Context(chain, self)
+        elif ctx.replied:
+            return 0
+        try:
+            eos = end_of_stream != 0
+            # ``Stream._start_response``, inline (hot path).
+            request = ctx.request
+            if request is None:
+                request = ctx._need_request()
+            if request._headers is None:  # ``_freeze_headers``, inline
+                request._readonly = SENT_UPSTREAM
+            else:
+                request._headers._readonly_reason = SENT_UPSTREAM
+            response = ctx.response = _new(Response)
+            response._owner = ctx
+            response._headers = response._readonly = None
+            response._trailers = response._attributes = response._metadata = None
+            response._raw_headers = self._get_headers(HeaderMap.RESPONSE_HEADERS)
+            response.end_of_stream = eos
+            response._body = b""
+            response._body_changed = False
+            response.request = request
+            response.is_local_reply = False
+            response.reply = None
+            plan = self._plans[1]
+            if plan:
+                reply = ctx._run_sync(_RESPONSE_HEADERS, response, plan)
+                if reply is not None:
+                    return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
+            # What the hooks changed goes back to Envoy (``_headers_done``, inline: hot path).
+            mode = self._modes[1]
+            if mode is not _NONE and not eos:
+                return self._headers_done(ctx, context_id, _RESPONSE, response, eos)
+            if eos and response._body_changed:
+                self._body_dropped()
+            headers = response._headers  # None: no hook read them, so none changed them
+            # (mypy: the hooks may have made them since they were set to None above)
+            if headers is not None and headers._touched:  # type: ignore[unreachable]
+                self._write_headers(HeaderMap.RESPONSE_HEADERS, headers)  # type: ignore[unreachable]
+            store = ctx._store
+            if store is not None and store._dirty:
+                self._emit_metadata(ctx)
+            if not self.wanted & (0 | (0 if eos else _RESPONSE_AFTER)):
+                del self._contexts[context_id]
+                ctx.request = ctx.response = None  # ``_finish``, inline
+                self._forget(context_id)
+            return HeadersStatus.CONTINUE
+        except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
+            return self._runtime_error(ctx, exc, HeadersStatus.STOP_ITERATION)
 
     def on_request_body(self, context_id: int, body_size: int, end_of_stream: int) -> int:
         return self._guard(
@@ -272,16 +415,6 @@ class InProxyRuntime:
     def on_request_trailers(self, context_id: int, num_trailers: int) -> int:
         return self._guard(
             context_id, Callback.REQUEST_TRAILERS, TrailersStatus.STOP_ITERATION, self._trailers, _REQUEST
-        )
-
-    def on_response_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int:
-        return self._guard(
-            context_id,
-            Callback.RESPONSE_HEADERS,
-            HeadersStatus.STOP_ITERATION,
-            self._headers,
-            _RESPONSE,
-            end_of_stream,
         )
 
     def on_response_body(self, context_id: int, body_size: int, end_of_stream: int) -> int:
@@ -302,66 +435,71 @@ class InProxyRuntime:
 
     # -- engine --------------------------------------------------------------------------------
     def _guard(self, context_id: int, bit: int, stop: int, step: Callable[..., int], *args: Any) -> int:
-        """Run one callback; a runtime bug fails closed (500) or open, never into Envoy.
-
-        A request's context is made on its first callback that reaches Python (the shim skips
-        ``proxy_on_context_create``: most requests of a header-only chain need two calls, not five).
-        """
+        """Run one callback; a runtime bug fails closed (500) or open, never into Envoy."""
         ctx = self._contexts.get(context_id)
         if ctx is None:
             if self.chain is None or not self.wanted & bit:
                 return 0  # not configured, or a callback the chain cannot act on: pass
-            # Properties cost a host round trip each: fetch them only if a filter reads one.
-            attributes = _LazyAttributes(self._attributes)
-            ctx = self._contexts[context_id] = _Context(self.chain.stream(attributes))  # type: ignore[arg-type]
+            ctx = self._contexts[context_id] = _Context(self.chain, self)
         elif ctx.replied:
             return 0  # Envoy running our own local reply through us: pass
         try:
             status = step(ctx, *args)
         except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
-            self.host.log(LogLevel.ERROR, f"envoykit: in-proxy runtime error: {type(exc).__name__}: {exc}")
-            if self.failure_mode_allow:
-                return 0
-            ctx.replied = True
-            self.host.send_local_response(500, "envoykit_runtime_error", _ERROR_BODY, [], -1)
-            return stop
+            return self._runtime_error(ctx, exc, stop)
         if ctx.last and not ctx.replied:
-            # No callback of this request is left for the chain: drop its state now, and the
-            # shim skips proxy_on_delete (a reply keeps its context: Envoy's callbacks on our own
-            # reply must still find it and pass through).
-            del self._contexts[context_id]
-            self.host.forget_context(context_id)
+            self._finish(context_id, ctx)
         return status
 
-    def _headers(self, ctx: _Context, direction: _Direction, end_of_stream: int) -> int:
-        end_of_stream = bool(end_of_stream)  # the shim passes Envoy's 0/1 through
-        headers = Headers._trusted(self.host.get_headers(direction.headers_map))
-        reply = drive_sync(direction.start_headers(ctx.stream, headers, end_of_stream), PLACEMENT)
-        if reply is not None:
-            return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
+    def _runtime_error(self, ctx: _Context, exc: Exception, stop: int) -> int:
+        self.host.log(LogLevel.ERROR, f"envoykit: in-proxy runtime error: {type(exc).__name__}: {exc}")
+        if self.failure_mode_allow:
+            return 0
+        ctx.replied = True
+        self.host.send_local_response(500, "envoykit_runtime_error", _ERROR_BODY, [], -1)
+        return stop
+
+    def _finish(self, context_id: int, ctx: _Context) -> None:
+        """No callback of this request is left for the chain: drop its state now, and the shim
+        skips proxy_on_delete (a reply keeps its context: Envoy's callbacks on our own reply
+        must still find it and pass through)."""
+        del self._contexts[context_id]
+        ctx._release()
+        self._forget(context_id)
+
+    def _body_dropped(self) -> None:
         # proxy-wasm cannot add a body to a bodiless request
-        if end_of_stream and direction.message(ctx.stream).body_changed:
-            self.host.log(LogLevel.ERROR, "envoykit: a body set in on_request_headers is dropped in-proxy")
+        self.host.log(LogLevel.ERROR, "envoykit: a body set in on_request_headers is dropped in-proxy")
+
+    def _headers_done(
+        self, ctx: _Context, context_id: int, direction: _Direction, message: Request | Response, eos: bool
+    ) -> int:
+        """After a headers phase without a reply: write back what the hooks changed."""
+        if eos and message._body_changed:
+            self._body_dropped()
         mode = self._modes[direction.body_buffer]
-        if mode is BodyMode.STREAMED and not end_of_stream:
-            message = direction.message(ctx.stream)
+        if mode is _STREAMED and not eos:
             message.headers.unfreeze()
             message.headers.remove("content-length")  # chunks may change size: go chunked
-        if headers._touched:
-            self._write_headers(direction.headers_map, headers)
-        if ctx.stream.metadata._dirty:
+        if message._headers is not None and message._headers._touched:  # None: no hook read them
+            self._write_headers(direction.headers_map, message.headers)
+        store = ctx._store
+        if store is not None and store._dirty:
             self._emit_metadata(ctx)
-        if mode is BodyMode.BUFFERED and not end_of_stream:
+        if mode is _BUFFERED and not eos:
             return HeadersStatus.STOP_ITERATION  # hold headers so the body can fix content-length
-        ctx.last = not self.wanted & (direction.later | (0 if end_of_stream else direction.after_headers))
+        if not self.wanted & (direction.later | (0 if eos else direction.after_headers)):
+            self._finish(context_id, ctx)
         return HeadersStatus.CONTINUE
 
     def _body(self, ctx: _Context, direction: _Direction, size: int, end_of_stream: int) -> int:
         end_of_stream = bool(end_of_stream)
         mode = self._modes[direction.body_buffer]
-        if mode is BodyMode.NONE or direction.body_buffer in ctx.body_done:
+        if mode is BodyMode.NONE or (ctx.body_done is not None and direction.body_buffer in ctx.body_done):
             return DataStatus.CONTINUE
         if mode is BodyMode.BUFFERED:
+            if ctx.buffered is None:
+                ctx.buffered = {}
             ctx.buffered[direction.body_buffer] = size
             if not end_of_stream:
                 return DataStatus.STOP_ITERATION_AND_BUFFER
@@ -369,31 +507,34 @@ class InProxyRuntime:
 
     def _run_body(self, ctx: _Context, direction: _Direction, size: int, end_of_stream: bool) -> int:
         data = self.host.get_buffer(direction.body_buffer, 0, size) if size else b""
-        reply = drive_sync(direction.body(ctx.stream, data, end_of_stream), PLACEMENT)
+        reply = drive_sync(direction.body(ctx, data, end_of_stream), PLACEMENT)
         if reply is not None:
             return self._send(ctx, reply, DataStatus.STOP_ITERATION_AND_BUFFER)
-        message = direction.message(ctx.stream)
+        message = direction.message(ctx)
         buffered = self._modes[direction.body_buffer] is BodyMode.BUFFERED
         if message.body_changed:
             self.host.set_buffer(direction.body_buffer, 0, size, message.body)
         if buffered:  # headers were held: they go out now, the engine's content-length included
+            if ctx.body_done is None:
+                ctx.body_done = set()
             ctx.body_done.add(direction.body_buffer)
-            self._write_headers(direction.headers_map, message.headers)
+            if message._headers is not None:  # else still raw: no hook read them, so none changed them
+                self._write_headers(direction.headers_map, message.headers)
         self._emit_metadata(ctx)
         ctx.last = end_of_stream and not self.wanted & direction.later
         return DataStatus.CONTINUE
 
     def _trailers(self, ctx: _Context, direction: _Direction) -> int:
-        pending = ctx.buffered.get(direction.body_buffer)
-        if pending is not None and direction.body_buffer not in ctx.body_done:
+        pending = None if ctx.buffered is None else ctx.buffered.get(direction.body_buffer)
+        if pending is not None and (ctx.body_done is None or direction.body_buffer not in ctx.body_done):
             # Buffered body followed by trailers: the body never saw end_of_stream; finish it now.
             self._run_body(ctx, direction, pending, True)
             if ctx.replied:
                 return TrailersStatus.STOP_ITERATION
-        if not ctx.stream.chain.needs.wants(direction.trailer_phase):
+        if not ctx.chain.needs.wants(direction.trailer_phase):
             return TrailersStatus.CONTINUE
         trailers = Headers._trusted(self.host.get_headers(direction.trailers_map))
-        reply = drive_sync(direction.trailers(ctx.stream, trailers), PLACEMENT)
+        reply = drive_sync(direction.trailers(ctx, trailers), PLACEMENT)
         if reply is not None:
             return self._send(ctx, reply, TrailersStatus.STOP_ITERATION)
         self._write_headers(direction.trailers_map, trailers)
@@ -403,16 +544,31 @@ class InProxyRuntime:
 
     # -- host plumbing ---------------------------------------------------------------------------
     def _write_headers(self, map_type: int, headers: Headers) -> None:
-        if not headers._touched:
+        touched = headers._touched
+        if not touched:
             return  # the common case: nothing changed, no host call
-        for name, values in header_changes(headers):
+        # What ``header_changes`` gives, without its lists: per changed name (sorted, so the
+        # host sees the same order every time), replace the first value, add the others, or
+        # remove the name when it has none left.
+        names = sorted(touched) if len(touched) > 1 else list(touched)
+        touched.clear()
+        if self._apply is not None:
+            self._apply(map_type, headers._items, names)  # the loop below, in the shim's C
+            return
+        host = self.host
+        items = headers._items
+        for name in names:
             key = name.encode("latin-1")
-            if not values:
-                self.host.remove_header(map_type, key)
-                continue
-            self.host.replace_header(map_type, key, values[0].encode("latin-1"))
-            for value in values[1:]:
-                self.host.add_header(map_type, key, value.encode("latin-1"))
+            first = True
+            for k, value in items:
+                if k == name:
+                    if first:
+                        host.replace_header(map_type, key, value.encode("latin-1"))
+                        first = False
+                    else:
+                        host.add_header(map_type, key, value.encode("latin-1"))
+            if first:
+                host.remove_header(map_type, key)
 
     def _send(self, ctx: _Context, response: Response, stop: int) -> int:
         ctx.replied = True
@@ -431,9 +587,10 @@ class InProxyRuntime:
         return stop
 
     def _emit_metadata(self, ctx: _Context) -> None:
-        if not ctx.stream.metadata._dirty:
+        store = ctx._store
+        if store is None or not store._dirty:
             return
-        for namespace, values in ctx.stream.metadata.take_changes().items():
+        for namespace, values in store.take_changes().items():
             # Envoy keeps what a Wasm filter sets as filter state: %FILTER_STATE(wasm.<ns>)%.
             self.host.set_property([namespace], json.dumps(values, separators=(",", ":")).encode())
 

@@ -22,25 +22,37 @@ __all__ = ["ShimHost", "bind", "filters_in"]
 class ShimHost:
     """``Host`` over the shim's native module (its calls take bytes and NUL-joined paths)."""
 
-    __slots__ = ("_native", "forget_context", "get_headers")
+    __slots__ = (
+        "_native",
+        "add_header",
+        "apply_header_changes",
+        "decode_headers",
+        "forget_context",
+        "get_header_blob",
+        "get_headers",
+        "remove_header",
+        "replace_header",
+    )
 
     def __init__(self, native: Any) -> None:
         self._native = native
         # Hot path: the native functions themselves, no Python frame in between.
         self.get_headers: Callable[[int], list[tuple[str, str]]] = native.get_headers
+        #: The header map as raw bytes, and their decoding into ``get_headers``' pairs (the
+        #: runtime decodes only the maps a hook reads).
+        self.get_header_blob: Callable[[int], bytes] = native.get_header_blob
+        self.decode_headers: Callable[[bytes], list[tuple[str, str]]] = native.decode_headers
         self.forget_context: Callable[[int], None] = native.forget_context
+        self.replace_header: Callable[[int, bytes, bytes], Any] = native.replace_header
+        self.add_header: Callable[[int, bytes, bytes], Any] = native.add_header
+        self.remove_header: Callable[[int, bytes], Any] = native.remove_header
+        #: The runtime's header write-back loop in C (``InProxyRuntime._write_headers``).
+        self.apply_header_changes: Callable[[int, list[tuple[str, str]], list[str]], None] = (
+            native.apply_header_changes
+        )
 
     def log(self, level: int, message: str) -> None:
         self._native.log(level, message)
-
-    def replace_header(self, map_type: int, name: bytes, value: bytes) -> None:
-        self._native.replace_header(map_type, name, value)
-
-    def add_header(self, map_type: int, name: bytes, value: bytes) -> None:
-        self._native.add_header(map_type, name, value)
-
-    def remove_header(self, map_type: int, name: bytes) -> None:
-        self._native.remove_header(map_type, name)
 
     def get_buffer(self, buffer_type: int, start: int, size: int) -> bytes:
         return self._native.get_buffer(buffer_type, start, size)  # type: ignore[no-any-return]
