@@ -70,6 +70,17 @@ class Registry:
         http_rule: Any = None
         for proto in files.file:
             self.pool.Add(proto)
+        #: Every message class of the set, held for the registry's (the process's) life. upb
+        #: keeps classes in a weak cache: a sub-message type's class (``Author`` of a ``Book``)
+        #: would die with its last instance, be collected by the cyclic GC and be re-created on
+        #: the next request. Besides the cost, a collection that releases the GIL midway (it
+        #: does when it frees grpc.aio objects) lets another thread find a class in upb's cache
+        #: that the collector is freeing: an interpreter crash. Held classes are never garbage.
+        self.classes = [
+            message_factory.GetMessageClass(d)
+            for proto in files.file
+            for d in _all_messages(self.pool.FindFileByName(proto.name).message_types_by_name.values())
+        ]
         try:
             http_rule = message_factory.GetMessageClass(
                 self.pool.FindMessageTypeByName("google.api.HttpRule")
@@ -134,6 +145,15 @@ class Registry:
         if top:
             for extra in rule.additional_bindings:
                 self._add(method, extra, top=False)
+
+
+def _all_messages(messages: Any) -> list[Descriptor]:
+    """These message types and all their nested types (map entries included)."""
+    out: list[Descriptor] = []
+    for d in messages:
+        out.append(d)
+        out.extend(_all_messages(d.nested_types))
+    return out
 
 
 def _http_rule(options: descriptor_pb2.MethodOptions, http_rule_cls: Any) -> Any:

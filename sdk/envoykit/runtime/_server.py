@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import faulthandler
 import gc
 import logging
 import os
@@ -314,8 +315,15 @@ def run_sidecar(
     """Serve until SIGTERM/SIGINT, then stop gracefully (``drain_seconds`` of grace).
 
     Blocking; for the CLI. Runs on uvloop when it is installed. A second signal during the
-    drain cancels the remaining streams at once.
+    drain cancels the remaining streams at once. A fatal error in native code (a segfault in an
+    extension module) prints every thread's Python stack to stderr before the process dies
+    (``faulthandler``), so a crash in production leaves a trace.
     """
+    if not faulthandler.is_enabled():
+        try:
+            faulthandler.enable(all_threads=True)
+        except (AttributeError, ValueError, OSError):  # stderr is not a file (embedded)
+            pass
     server = SidecarServer(
         chains,
         default_chain=default_chain,

@@ -38,9 +38,24 @@ class _Messages:
         for f in files.file:
             self.pool.Add(f)
         self.service = self.pool.FindServiceByName("bookstore.Bookstore")
+        # Every class held for the process: upb would otherwise collect a class with its last
+        # instance and re-create it per call (see envoykit_filters/_transcoder/rules.py).
+        self.classes = {
+            d.full_name: message_factory.GetMessageClass(d)
+            for f in files.file
+            for d in _all_messages(self.pool.FindFileByName(f.name).message_types_by_name.values())
+        }
 
     def cls(self, name: str) -> Any:
-        return message_factory.GetMessageClass(self.pool.FindMessageTypeByName(name))
+        return self.classes[name]
+
+
+def _all_messages(messages: Any) -> list[Any]:
+    out = []
+    for d in messages:
+        out.append(d)
+        out.extend(_all_messages(d.nested_types))
+    return out
 
 
 _MESSAGES: dict[bytes, _Messages] = {}
