@@ -393,7 +393,7 @@ class InProxyRuntime:
             store = ctx._store
             if store is not None and store._dirty:
                 self._emit_metadata(ctx)
-            if not self.wanted & (0 | (0 if eos else _RESPONSE_AFTER)):
+            if eos or not self.wanted & _RESPONSE_AFTER:
                 del self._contexts[context_id]
                 ctx.request = ctx.response = None  # ``_finish``, inline
                 self._forget(context_id)
