@@ -4,7 +4,7 @@ It answers one prebuilt OK ``RateLimitResponse`` to every call, on ``grpc.server
 pool (``--threads N``, default 8) or on ``grpc.aio`` (``--aio``, uvloop when installed). It shows
 what grpcio itself costs per unary call on this machine, so the service's decisions/s can be read
 as a fraction of the best any Python RLS on grpcio can do. ``--h2``: the same on the service's
-native HTTP/2 server (``envoykit.ratelimit._h2``; a batch handler answering the prebuilt bytes),
+native HTTP/2 server (``envoykit.runtime._h2``; a batch handler answering the prebuilt bytes),
 the front end's own cost. Serves until SIGTERM, then prints
 ``calls N`` (how many calls it answered).
 
@@ -59,7 +59,7 @@ def serve_sync(port: int, threads: int) -> None:
 def serve_h2(port: int) -> None:
     import socket
 
-    from envoykit.ratelimit._h2 import H2Server
+    from envoykit.runtime._h2 import H2Server
 
     answer = _OK.SerializeToString()
 

@@ -22,8 +22,9 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from envoykit import ConfigError
-from envoykit.ratelimit import Hit, Limiter, MemoryBackend, RateLimitServer, _h2, _server, load_directory
-from envoykit.ratelimit._h2 import H2BuildError
+from envoykit.ratelimit import Hit, Limiter, MemoryBackend, RateLimitServer, _server, load_directory
+from envoykit.runtime import _h2
+from envoykit.runtime._h2 import H2BuildError
 from envoykit.testing._net import wait_for
 
 OK = rls_pb2.RateLimitResponse.OK

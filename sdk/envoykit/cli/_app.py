@@ -224,7 +224,7 @@ def ratelimit_serve(
 ) -> None:
     """Serve envoy.service.ratelimit.v3.RateLimitService for Envoy's native ratelimit filter."""
     from ..ratelimit import RateLimitServer, run_ratelimit
-    from ..ratelimit._h2 import H2BuildError
+    from ..runtime._h2 import H2BuildError
 
     _setup_logging(log_level)
     if failure_mode not in ("open", "closed") or algorithm not in ("fixed", "sliding"):

@@ -33,12 +33,12 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from .._errors import ConfigError
 from ..runtime._address import ListenAddress, parse_listen_address
+from ..runtime._h2 import H2BuildError, H2Server, load_extension
 from ..runtime._health import HealthState
 from ..runtime._metrics import MetricsEndpoint
 from ..runtime._server import check_protobuf_backend, new_event_loop_factory, tune_garbage_collector
 from ._backends import Backend, make_backend
 from ._config import DomainConfig, load_directory, read_directory
-from ._h2 import H2BuildError, H2Server, load_extension
 from ._limiter import Algorithm, Call, Decision, Limiter
 
 __all__ = [
@@ -308,7 +308,9 @@ class RateLimitServer:
         check_protobuf_backend()
         if self.server_kind == "h2":
             sock = _listen(self.listen)
-            self._h2 = H2Server(sock, BatchHandler(self.limiter, self.watcher, self.health))
+            self._h2 = H2Server(
+                sock, BatchHandler(self.limiter, self.watcher, self.health), name="envoykit-rls-h2"
+            )
             self.port = sock.getsockname()[1] if not self.listen.is_unix else 0
             self._h2.start()
         else:

@@ -1,12 +1,14 @@
-"""The native HTTP/2 front end of the rate-limit service (``--server h2``): build, load, serve.
+"""The native HTTP/2 gRPC front end (the rate-limit service's ``--server h2``, the sidecar's
+``server: h2``): build, load, serve.
 
 ``_h2server.c`` is a small CPython extension: one thread runs an epoll loop over nghttp2 (the
-system ``libnghttp2.so.14``, loaded with ``dlopen``) and hands every complete unary call of a
-loop iteration to Python in one call, so a whole batch is decided together (one Redis pipeline
-for all of it) and grpcio's per-call machinery (~150-200 µs here) is gone.
+system ``libnghttp2.so.14``, loaded with ``dlopen``) and hands every complete unary call and
+every bidi-stream event of a loop iteration to Python in one call each, so a whole batch is
+handled together (one Redis pipeline for all rate-limit calls) and grpcio's per-call and
+per-message machinery (~150-200 µs per call, ~600 µs per ext_proc stream here) is gone.
 
 The extension is compiled on first use with ``zig cc`` (the ``ziglang`` wheel, already used for
-Wasm) into ``$ENVOYKIT_CACHE/ratelimit-h2/<key>/`` (default ``~/.cache/envoykit``), the key being
+Wasm) into ``$ENVOYKIT_CACHE/h2/<key>/`` (default ``~/.cache/envoykit``), the key being
 a sha256 of the source, the compiler flags, zig's version and this interpreter's ABI; later
 starts load the cached build. Written to a temporary name and renamed, so concurrent first starts
 are safe. ``H2BuildError`` says what is missing (``ziglang``, ``Python.h``, ``libnghttp2``).
@@ -32,7 +34,19 @@ from typing import Any
 
 from .._errors import EnvoykitError
 
-__all__ = ["H2BuildError", "H2Server", "build_extension", "load_extension"]
+__all__ = [
+    "CANCEL",
+    "HALF_CLOSE",
+    "MESSAGE",
+    "OPEN",
+    "H2BuildError",
+    "H2Server",
+    "StreamAnswer",
+    "StreamEvent",
+    "StreamHandler",
+    "build_extension",
+    "load_extension",
+]
 
 MODULE = "_envoykit_h2"
 SOURCE = Path(__file__).with_name("_h2server.c")
@@ -43,14 +57,23 @@ LIBS = ("-ldl",)
 #: One answer per call: the serialized response, or a gRPC (status code, message).
 Answer = bytes | tuple[int, str]
 Handler = Callable[[list[tuple[bytes, bytes]]], list[Answer]]
+#: Stream event kinds: OPEN (data: (path, metadata value or None)), MESSAGE (data: the
+#: message), HALF_CLOSE (the client is done sending), CANCEL (the stream is gone: forget it).
+OPEN, MESSAGE, HALF_CLOSE, CANCEL = 0, 1, 2, 3
+#: ``(sid, kind, data)``; sid identifies the stream until it ends.
+StreamEvent = tuple[int, int, Any]
+#: ``(sid, message or None, finish)``: finish None keeps the stream open; a gRPC status code or
+#: ``(code, message)`` ends it after the message.
+StreamAnswer = tuple[int, bytes | None, int | tuple[int, str] | None]
+StreamHandler = Callable[[list[StreamEvent]], list[StreamAnswer]]
 
-log = logging.getLogger("envoykit.ratelimit")
+log = logging.getLogger("envoykit.runtime")
 _lock = threading.Lock()
 _module: ModuleType | None = None
 
 
 class H2BuildError(EnvoykitError):
-    """The native HTTP/2 server cannot be built or loaded here (the grpcio server still works)."""
+    """The native HTTP/2 server cannot be built or loaded here (grpcio's servers still work)."""
 
 
 def _cache_root() -> Path:
@@ -89,7 +112,7 @@ def build_extension(force: bool = False) -> Path:
         raise H2BuildError(f"Python.h not found in {include} (install python3-dev)")
     zig = _zig()
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-    out_dir = _cache_root() / "ratelimit-h2" / _key(zig, include)
+    out_dir = _cache_root() / "h2" / _key(zig, include)
     out = out_dir / f"{MODULE}{suffix}"
     if out.is_file() and not force:
         return out
@@ -125,12 +148,31 @@ def load_extension() -> ModuleType:
 
 
 class H2Server:
-    """``handler`` served on the listening socket ``sock`` by the native loop in its own thread."""
+    """``handler`` (unary calls) and ``stream_handler`` (events of the ``streaming`` methods)
+    served on the listening socket ``sock`` by the native loop in its own thread.
 
-    def __init__(self, sock: Any, handler: Handler, *, max_message: int = 4 * 1024 * 1024) -> None:
+    ``unary``: the known unary paths (others are answered UNIMPLEMENTED in C); None passes every
+    unary path to ``handler``. ``metadata``: a request header (lowercase) whose value comes with
+    each stream's OPEN event.
+    """
+
+    def __init__(
+        self,
+        sock: Any,
+        handler: Handler,
+        *,
+        max_message: int = 4 * 1024 * 1024,
+        stream_handler: StreamHandler | None = None,
+        streaming: tuple[bytes, ...] = (),
+        unary: tuple[bytes, ...] | None = None,
+        metadata: bytes = b"",
+        name: str = "envoykit-h2",
+    ) -> None:
         self.sock = sock
-        self._native: Any = load_extension().Server(sock.fileno(), handler, max_message)
-        self._thread = threading.Thread(target=self._run, name="envoykit-rls-h2", daemon=True)
+        self._native: Any = load_extension().Server(
+            sock.fileno(), handler, max_message, stream_handler, streaming, unary, metadata
+        )
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.done = threading.Event()
 
     def _run(self) -> None:

@@ -1,15 +1,28 @@
-/* A minimal HTTP/2 gRPC front end for unary calls, as a CPython extension (envoykit ratelimit).
+/* A minimal HTTP/2 gRPC front end as a CPython extension (envoykit runtime: the rate-limit
+ * service's `--server h2` and the sidecar's `server: h2`).
  *
  * One thread runs an epoll loop: it accepts connections, feeds their bytes to nghttp2 (the
  * system libnghttp2.so.14, loaded with dlopen: no -dev headers needed, the few declarations
- * below follow nghttp2 1.52's public ABI), and collects every complete unary request (a gRPC
- * message with its 5-byte prefix). Once per loop iteration it hands ALL of them to the Python
- * handler in one call -- handler([(path, message), ...]) -> [bytes | (code, message), ...] --
- * and answers each: HEADERS (:status 200, content-type application/grpc) + DATA + trailers
- * (grpc-status 0), or a trailers-only error. The GIL is held only during that call.
+ * below follow nghttp2 1.52's public ABI), and collects, per loop iteration, every complete
+ * unary request (a gRPC message with its 5-byte prefix) and every event of the bidi-streaming
+ * calls (paths given as `streaming`). Once per loop iteration it hands them to Python, the GIL
+ * held only for that:
+ *
+ *   unary:     handler([(path, message), ...]) -> [bytes | (code, message), ...], one answer
+ *              per call: HEADERS (:status 200) + DATA + trailers (grpc-status 0), or a
+ *              trailers-only error;
+ *   streaming: stream_handler([(sid, kind, data), ...]) -> [(sid, bytes | None, finish), ...]
+ *              where kind is OPEN (data = (path, value of the `metadata` header or None)),
+ *              MESSAGE (data = one gRPC message), HALF_CLOSE (the client is done sending) or
+ *              CANCEL (stream reset, connection gone, or C ended it: forget the sid). An
+ *              answer sends its message (if any) on the stream, and finish (None: keep open;
+ *              code or (code, message)) ends it with that grpc-status. Answers for a sid that
+ *              is gone are ignored.
  *
  * HTTP/2 itself (SETTINGS, PING, WINDOW_UPDATE, flow control, RST_STREAM, GOAWAY on errors) is
- * nghttp2's. Malformed calls get an error status in C, never reach Python. shutdown(grace) from
+ * nghttp2's. Malformed calls (bad framing, compressed or oversized messages, unknown unary
+ * methods when `unary` is given, non-gRPC content types) get an error status in C and never
+ * reach Python. A client that dies ends only its streams (CANCEL events). shutdown(grace) from
  * any thread: stop accepting, GOAWAY every connection, finish the calls in flight, return.
  */
 #define PY_SSIZE_T_CLEAN
@@ -74,6 +87,7 @@ typedef int (*on_data_chunk_recv_cb)(nghttp2_session *, uint8_t, int32_t, const 
                                      void *);
 typedef int (*on_frame_recv_cb)(nghttp2_session *, const nghttp2_frame *, void *);
 typedef int (*on_stream_close_cb)(nghttp2_session *, int32_t, uint32_t, void *);
+typedef int (*on_frame_send_cb)(nghttp2_session *, const nghttp2_frame *, void *);
 
 #define NGHTTP2_DATA 0
 #define NGHTTP2_HEADERS 1
@@ -84,6 +98,7 @@ typedef int (*on_stream_close_cb)(nghttp2_session *, int32_t, uint32_t, void *);
 #define NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE 0x06
 #define NGHTTP2_NO_ERROR 0
 #define NGHTTP2_INTERNAL_ERROR 2
+#define NGHTTP2_ERR_DEFERRED (-508)
 
 static struct {
     int (*callbacks_new)(nghttp2_session_callbacks **);
@@ -93,6 +108,8 @@ static struct {
     void (*set_on_data_chunk_recv)(nghttp2_session_callbacks *, on_data_chunk_recv_cb);
     void (*set_on_frame_recv)(nghttp2_session_callbacks *, on_frame_recv_cb);
     void (*set_on_stream_close)(nghttp2_session_callbacks *, on_stream_close_cb);
+    void (*set_on_frame_send)(nghttp2_session_callbacks *, on_frame_send_cb);
+    int (*resume_data)(nghttp2_session *, int32_t);
     int (*server_new)(nghttp2_session **, const nghttp2_session_callbacks *, void *);
     void (*session_del)(nghttp2_session *);
     ssize_t (*mem_recv)(nghttp2_session *, const uint8_t *, size_t);
@@ -140,6 +157,8 @@ static const char *ng_load(void) {
     SYM(set_on_data_chunk_recv, "nghttp2_session_callbacks_set_on_data_chunk_recv_callback");
     SYM(set_on_frame_recv, "nghttp2_session_callbacks_set_on_frame_recv_callback");
     SYM(set_on_stream_close, "nghttp2_session_callbacks_set_on_stream_close_callback");
+    SYM(set_on_frame_send, "nghttp2_session_callbacks_set_on_frame_send_callback");
+    SYM(resume_data, "nghttp2_session_resume_data");
     SYM(server_new, "nghttp2_session_server_new");
     SYM(session_del, "nghttp2_session_del");
     SYM(mem_recv, "nghttp2_session_mem_recv");
@@ -167,7 +186,17 @@ static const char *ng_load(void) {
 #define OUT_LIMIT (4 * 1024 * 1024) /* stop reading a connection whose peer does not read */
 #define MAX_EVENTS 512
 
-enum { ST_RECEIVING, ST_QUEUED, ST_RESPONDING };
+enum { ST_RECEIVING, ST_QUEUED, ST_RESPONDING, ST_STREAMING };
+enum { EV_OPEN, EV_MESSAGE, EV_HALF_CLOSE, EV_CANCEL };
+
+typedef struct {
+    uint64_t sid;
+    int kind;
+    uint8_t *data; /* MESSAGE: the message; OPEN: the path */
+    size_t len;
+    uint8_t *meta; /* OPEN: the metadata header's value, or NULL */
+    size_t metalen;
+} event;
 
 typedef struct conn conn;
 typedef struct stream stream;
@@ -180,12 +209,25 @@ struct stream {
     int in_trailers;
     int grpc_content;
     int too_big;
+    int opened;       /* the request HEADERS were complete */
+    int streaming;    /* a call of a streaming method */
+    int py_open;      /* Python knows this stream (registered under sid) */
+    int headers_sent; /* response HEADERS submitted (streaming) */
+    int deferred;     /* the data provider waits for resume_data (streaming) */
+    int finishing;    /* the stream's end is decided: trailers after the queued data */
+    int finish_code;
+    char *finish_msg;
+    size_t finish_mlen;
+    int remote_closed; /* the client's END_STREAM arrived */
+    uint64_t sid;
     char *path;
     size_t pathlen;
+    uint8_t *meta;
+    size_t metalen;
     uint8_t *body;
     size_t len, cap;
     uint8_t *out;
-    size_t outlen, outpos;
+    size_t outlen, outpos, outcap;
     stream *prev, *next; /* the connection's streams */
 };
 
@@ -216,6 +258,25 @@ struct server {
     double deadline;
     Py_ssize_t max_message;
     PyObject *handler;
+    PyObject *stream_handler;
+    char **streaming; /* paths of the bidi-streaming methods */
+    size_t *streaminglen;
+    size_t nstreaming;
+    char **unary; /* known unary paths; others are UNIMPLEMENTED in C (unless unary_any) */
+    size_t *unarylen;
+    size_t nunary;
+    int unary_any;
+    char *meta_name; /* request header passed with OPEN */
+    size_t meta_namelen;
+    event *events;
+    size_t nevents, capevents;
+    stream **slots; /* sid -> stream: slot in the low 32 bits, generation in the high ones */
+    uint32_t *gens;
+    uint32_t *free_slots;
+    size_t nslots, nfree;
+    unsigned long long stream_events;
+    unsigned long long stream_batches;
+    long live_streams;
     nghttp2_session_callbacks *cbs;
     conn *conns;
     long nconns;
@@ -247,9 +308,102 @@ static void mark_dirty(conn *c) {
 
 static void stream_free(stream *st) {
     free(st->path);
+    free(st->meta);
+    free(st->finish_msg);
     free(st->body);
     free(st->out);
     free(st);
+}
+
+/* ---- streaming bookkeeping: events for Python, sid <-> stream ------------------------------ */
+
+static int queue_event(server *srv, uint64_t sid, int kind, const uint8_t *data, size_t len,
+                       const uint8_t *meta, size_t metalen) {
+    if (srv->nevents == srv->capevents) {
+        size_t cap = srv->capevents ? srv->capevents * 2 : 256;
+        event *events = realloc(srv->events, cap * sizeof *events);
+        if (events == NULL) return -1;
+        srv->events = events;
+        srv->capevents = cap;
+    }
+    event *ev = &srv->events[srv->nevents];
+    memset(ev, 0, sizeof *ev);
+    ev->sid = sid;
+    ev->kind = kind;
+    if (data != NULL) {
+        ev->data = malloc(len ? len : 1);
+        if (ev->data == NULL) return -1;
+        memcpy(ev->data, data, len);
+        ev->len = len;
+    }
+    if (meta != NULL) {
+        ev->meta = malloc(metalen ? metalen : 1);
+        if (ev->meta == NULL) {
+            free(ev->data);
+            return -1;
+        }
+        memcpy(ev->meta, meta, metalen);
+        ev->metalen = metalen;
+    }
+    srv->nevents++;
+    return 0;
+}
+
+static void free_events(server *srv) {
+    for (size_t i = 0; i < srv->nevents; i++) {
+        free(srv->events[i].data);
+        free(srv->events[i].meta);
+    }
+    srv->nevents = 0;
+}
+
+static int slot_register(server *srv, stream *st) {
+    uint32_t slot;
+    if (srv->nfree > 0) {
+        slot = srv->free_slots[--srv->nfree];
+    } else {
+        if (srv->nslots >= 0xffffffffu) return -1;
+        size_t cap = srv->nslots + 1;
+        stream **slots = realloc(srv->slots, cap * sizeof *slots);
+        if (slots == NULL) return -1;
+        srv->slots = slots;
+        uint32_t *gens = realloc(srv->gens, cap * sizeof *gens);
+        if (gens == NULL) return -1;
+        srv->gens = gens;
+        uint32_t *free_slots = realloc(srv->free_slots, cap * sizeof *free_slots);
+        if (free_slots == NULL) return -1;
+        srv->free_slots = free_slots;
+        slot = (uint32_t)srv->nslots++;
+        srv->gens[slot] = 1;
+    }
+    srv->slots[slot] = st;
+    st->sid = ((uint64_t)srv->gens[slot] << 32) | slot;
+    st->py_open = 1;
+    srv->live_streams++;
+    return 0;
+}
+
+static void slot_release(server *srv, stream *st) {
+    if (!st->py_open) return;
+    uint32_t slot = (uint32_t)(st->sid & 0xffffffffu);
+    srv->slots[slot] = NULL;
+    srv->gens[slot]++;
+    srv->free_slots[srv->nfree++] = slot;
+    st->py_open = 0;
+    srv->live_streams--;
+}
+
+static stream *slot_lookup(server *srv, uint64_t sid) {
+    uint32_t slot = (uint32_t)(sid & 0xffffffffu);
+    if (slot >= srv->nslots || srv->gens[slot] != (uint32_t)(sid >> 32)) return NULL;
+    return srv->slots[slot];
+}
+
+/* The stream goes away (reset, connection closed) or C ended it: Python forgets it. */
+static void stream_forget(server *srv, stream *st) {
+    if (!st->py_open) return;
+    queue_event(srv, st->sid, EV_CANCEL, NULL, 0, NULL, 0); /* out of memory: Python keeps a stale entry */
+    slot_release(srv, st);
 }
 
 static void stream_unlink(stream *st) {
@@ -272,6 +426,7 @@ static void conn_close(conn *c) {
     stream *st = c->streams;
     while (st != NULL) {
         stream *next = st->next;
+        stream_forget(srv, st);
         st->c = NULL;
         st->prev = st->next = NULL;
         if (st->state != ST_QUEUED) stream_free(st); /* queued ones are freed by dispatch */
@@ -339,14 +494,13 @@ static void respond_ok(stream *st, const char *data, size_t n) {
         ng.submit_rst_stream(st->c->s, 0, st->id, NGHTTP2_INTERNAL_ERROR);
 }
 
-/* A trailers-only answer: grpc-status and a percent-encoded grpc-message. */
-static void respond_error(stream *st, int code, const char *message, size_t mlen) {
-    char status[16];
-    int slen = snprintf(status, sizeof status, "%d", code);
-    char encoded[3 * 256 + 1];
+#define ENCODED_MAX (3 * 256 + 1)
+
+/* grpc-message is percent-encoded (and cut at ~256 characters). */
+static size_t encode_message(const char *message, size_t mlen, char *encoded) {
     size_t elen = 0;
     static const char hex[] = "0123456789ABCDEF";
-    for (size_t i = 0; i < mlen && elen + 3 < sizeof encoded; i++) {
+    for (size_t i = 0; i < mlen && elen + 3 < ENCODED_MAX; i++) {
         unsigned char ch = (unsigned char)message[i];
         if (ch >= 0x20 && ch <= 0x7e && ch != '%') {
             encoded[elen++] = (char)ch;
@@ -356,6 +510,15 @@ static void respond_error(stream *st, int code, const char *message, size_t mlen
             encoded[elen++] = hex[ch & 15];
         }
     }
+    return elen;
+}
+
+/* A trailers-only answer: grpc-status and a percent-encoded grpc-message (none when empty). */
+static void respond_error(stream *st, int code, const char *message, size_t mlen) {
+    char status[16];
+    int slen = snprintf(status, sizeof status, "%d", code);
+    char encoded[ENCODED_MAX];
+    size_t elen = encode_message(message, mlen, encoded);
     st->state = ST_RESPONDING;
     nghttp2_nv headers[] = {
         NV(":status", "200", 3),
@@ -363,7 +526,7 @@ static void respond_error(stream *st, int code, const char *message, size_t mlen
         NV("grpc-status", status, (size_t)slen),
         NV("grpc-message", encoded, elen),
     };
-    if (ng.submit_response(st->c->s, st->id, headers, 4, NULL) != 0)
+    if (ng.submit_response(st->c->s, st->id, headers, elen ? 4 : 3, NULL) != 0)
         ng.submit_rst_stream(st->c->s, 0, st->id, NGHTTP2_INTERNAL_ERROR);
 }
 
@@ -375,6 +538,182 @@ static void respond_http(stream *st, const char *status) {
 }
 
 #define ERR(st, code, text) respond_error((st), (code), (text), sizeof(text) - 1)
+
+/* -- streaming responses: HEADERS with the first message, DATA as messages come, trailers -- */
+
+static ssize_t stream_data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,
+                                uint32_t *flags, nghttp2_data_source *source, void *user) {
+    (void)user;
+    stream *st = source->ptr;
+    size_t n = st->outlen - st->outpos;
+    if (n == 0) {
+        if (!st->finishing) {
+            st->deferred = 1;
+            return NGHTTP2_ERR_DEFERRED;
+        }
+        *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        char status[16];
+        int slen = snprintf(status, sizeof status, "%d", st->finish_code);
+        char encoded[ENCODED_MAX];
+        size_t elen = encode_message(st->finish_msg ? st->finish_msg : "", st->finish_mlen, encoded);
+        nghttp2_nv trailer[] = {NV("grpc-status", status, (size_t)slen), NV("grpc-message", encoded, elen)};
+        ng.submit_trailer(s, id, trailer, elen ? 2 : 1);
+        return 0;
+    }
+    if (n > length) n = length;
+    memcpy(buf, st->out + st->outpos, n);
+    st->outpos += n;
+    if (st->outpos == st->outlen) st->outpos = st->outlen = 0;
+    return (ssize_t)n;
+}
+
+static void stream_wake(stream *st) {
+    if (st->deferred) {
+        st->deferred = 0;
+        ng.resume_data(st->c->s, st->id);
+    }
+}
+
+/* Queue one message on a streaming call (response HEADERS go with the first). */
+static void stream_send(stream *st, const char *data, size_t n) {
+    if (st->finishing || st->c == NULL) return;
+    if (st->outpos > 0) {
+        memmove(st->out, st->out + st->outpos, st->outlen - st->outpos);
+        st->outlen -= st->outpos;
+        st->outpos = 0;
+    }
+    if (st->outlen + n + 5 > st->outcap) {
+        size_t cap = st->outcap ? st->outcap : 256;
+        while (cap < st->outlen + n + 5) cap *= 2;
+        uint8_t *out = realloc(st->out, cap);
+        if (out == NULL) {
+            ng.submit_rst_stream(st->c->s, 0, st->id, NGHTTP2_INTERNAL_ERROR);
+            st->finishing = 1;
+            return;
+        }
+        st->out = out;
+        st->outcap = cap;
+    }
+    uint8_t *p = st->out + st->outlen;
+    p[0] = 0;
+    p[1] = (uint8_t)(n >> 24);
+    p[2] = (uint8_t)(n >> 16);
+    p[3] = (uint8_t)(n >> 8);
+    p[4] = (uint8_t)n;
+    memcpy(p + 5, data, n);
+    st->outlen += n + 5;
+    if (!st->headers_sent) {
+        st->headers_sent = 1;
+        nghttp2_nv headers[] = {NV(":status", "200", 3), NV("content-type", "application/grpc", 16)};
+        nghttp2_data_provider prd;
+        prd.source.ptr = st;
+        prd.read_callback = stream_data_read;
+        if (ng.submit_response(st->c->s, st->id, headers, 2, &prd) != 0) {
+            ng.submit_rst_stream(st->c->s, 0, st->id, NGHTTP2_INTERNAL_ERROR);
+            st->finishing = 1;
+        }
+        return;
+    }
+    stream_wake(st);
+}
+
+/* End a streaming call with grpc-status `code` once its queued messages are out. Input that
+ * still arrives is dropped; nothing more reaches Python (the caller releases the sid). */
+static void stream_finish(stream *st, int code, const char *message, size_t mlen) {
+    if (st->finishing || st->c == NULL) return;
+    st->state = ST_RESPONDING;
+    free(st->body);
+    st->body = NULL;
+    st->len = st->cap = 0;
+    if (!st->headers_sent) {
+        respond_error(st, code, message, mlen); /* trailers-only */
+        st->finishing = 1;
+        return;
+    }
+    st->finishing = 1;
+    st->finish_code = code;
+    if (mlen > 0) {
+        st->finish_msg = malloc(mlen);
+        if (st->finish_msg != NULL) {
+            memcpy(st->finish_msg, message, mlen);
+            st->finish_mlen = mlen;
+        }
+    }
+    stream_wake(st);
+}
+
+/* C itself ends a streaming call (bad framing, oversized message): Python gets CANCEL. */
+static void stream_fail(stream *st, int code, const char *message) {
+    server *srv = st->c->srv;
+    stream_finish(st, code, message, strlen(message));
+    stream_forget(srv, st);
+    mark_dirty(st->c);
+}
+
+static int path_in(char **paths, size_t *lens, size_t n, const char *path, size_t len) {
+    for (size_t i = 0; i < n; i++)
+        if (lens[i] == len && memcmp(paths[i], path, len) == 0) return 1;
+    return 0;
+}
+
+/* The request HEADERS of a streaming method are complete: tell Python. */
+static void stream_open(stream *st) {
+    server *srv = st->c->srv;
+    st->streaming = 1;
+    if (!st->grpc_content) {
+        respond_http(st, "415");
+        st->finishing = 1;
+        return;
+    }
+    if (slot_register(srv, st) != 0 ||
+        queue_event(srv, st->sid, EV_OPEN, (const uint8_t *)st->path, st->pathlen, st->meta, st->metalen) != 0) {
+        slot_release(srv, st);
+        ERR(st, 8, "out of memory");
+        st->finishing = 1;
+        return;
+    }
+    st->state = ST_STREAMING;
+}
+
+/* Cut the complete messages off the stream's buffer, one MESSAGE event each. */
+static void stream_messages(stream *st) {
+    server *srv = st->c->srv;
+    size_t pos = 0;
+    while (st->len - pos >= 5) {
+        const uint8_t *p = st->body + pos;
+        size_t declared = ((size_t)p[1] << 24) | ((size_t)p[2] << 16) | ((size_t)p[3] << 8) | (size_t)p[4];
+        if (p[0] != 0) {
+            stream_fail(st, 12, "compressed gRPC messages are not supported");
+            return;
+        }
+        if (declared > (size_t)srv->max_message) {
+            stream_fail(st, 8, "request message larger than the server accepts");
+            return;
+        }
+        if (st->len - pos - 5 < declared) break;
+        if (queue_event(srv, st->sid, EV_MESSAGE, p + 5, declared, NULL, 0) != 0) {
+            stream_fail(st, 8, "out of memory");
+            return;
+        }
+        pos += 5 + declared;
+    }
+    if (pos > 0) {
+        memmove(st->body, st->body + pos, st->len - pos);
+        st->len -= pos;
+    }
+}
+
+/* The client's END_STREAM on a streaming call. */
+static void stream_half_close(stream *st) {
+    st->remote_closed = 1;
+    if (st->state != ST_STREAMING) return;
+    if (st->len > 0) {
+        stream_fail(st, 13, "malformed gRPC request: the stream ended inside a message");
+        return;
+    }
+    if (queue_event(st->c->srv, st->sid, EV_HALF_CLOSE, NULL, 0, NULL, 0) != 0)
+        stream_fail(st, 8, "out of memory");
+}
 
 /* The request's END_STREAM arrived: check the framing, answer errors here, queue the rest. */
 static void request_complete(stream *st) {
@@ -389,6 +728,10 @@ static void request_complete(stream *st) {
     }
     if (st->path == NULL) {
         ERR(st, 13, "request without :path");
+        return;
+    }
+    if (!srv->unary_any && !path_in(srv->unary, srv->unarylen, srv->nunary, st->path, st->pathlen)) {
+        ERR(st, 12, "unknown method");
         return;
     }
     if (st->len < 5) {
@@ -453,6 +796,12 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
         memcpy(st->path, value, valuelen);
         st->path[valuelen] = 0;
         st->pathlen = valuelen;
+    } else if (st->c->srv->meta_namelen == namelen && st->meta == NULL &&
+               memcmp(name, st->c->srv->meta_name, namelen) == 0) {
+        st->meta = malloc(valuelen ? valuelen : 1);
+        if (st->meta == NULL) return 0;
+        memcpy(st->meta, value, valuelen);
+        st->metalen = valuelen;
     } else if (namelen == 12 && memcmp(name, "content-type", 12) == 0) {
         st->grpc_content = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
                            (valuelen == 16 || value[16] == '+' || value[16] == ';');
@@ -465,7 +814,25 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     (void)flags;
     conn *c = user;
     stream *st = ng.get_stream_user_data(s, id);
-    if (st == NULL || st->state != ST_RECEIVING || st->too_big) return 0;
+    if (st == NULL || st->too_big) return 0;
+    if (st->state == ST_STREAMING) {
+        if (st->len + len > st->cap) {
+            size_t cap = st->cap ? st->cap : 256;
+            while (cap < st->len + len) cap *= 2;
+            uint8_t *body = realloc(st->body, cap);
+            if (body == NULL) {
+                stream_fail(st, 8, "out of memory");
+                return 0;
+            }
+            st->body = body;
+            st->cap = cap;
+        }
+        memcpy(st->body + st->len, data, len);
+        st->len += len;
+        stream_messages(st);
+        return 0;
+    }
+    if (st->state != ST_RECEIVING) return 0;
     if (st->len + len > (size_t)c->srv->max_message + 5) {
         st->too_big = 1;
         free(st->body);
@@ -490,21 +857,40 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
 }
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *user) {
-    (void)user;
-    if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
-        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-        stream *st = ng.get_stream_user_data(s, frame->hd.stream_id);
-        if (st != NULL && st->state == ST_RECEIVING) request_complete(st);
+    conn *c = user;
+    if (frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) return 0;
+    stream *st = ng.get_stream_user_data(s, frame->hd.stream_id);
+    if (st == NULL) return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS && !st->opened) {
+        st->opened = 1;
+        server *srv = c->srv;
+        if (st->path != NULL && path_in(srv->streaming, srv->streaminglen, srv->nstreaming, st->path, st->pathlen))
+            stream_open(st);
     }
+    if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        if (st->streaming) stream_half_close(st);
+        else if (st->state == ST_RECEIVING) request_complete(st);
+    }
+    return 0;
+}
+
+/* A streaming call we ended while the client still sends: RST_STREAM(NO_ERROR) after the
+ * trailers (RFC 9113 8.1), so the stream does not linger until the client notices. */
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *user) {
+    (void)user;
+    if (frame->hd.type != NGHTTP2_HEADERS || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
+    stream *st = ng.get_stream_user_data(s, frame->hd.stream_id);
+    if (st != NULL && st->streaming && !st->remote_closed)
+        ng.submit_rst_stream(s, 0, frame->hd.stream_id, NGHTTP2_NO_ERROR);
     return 0;
 }
 
 static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, void *user) {
     (void)error_code;
-    (void)user;
     stream *st = ng.get_stream_user_data(s, id);
     if (st == NULL) return 0;
     ng.set_stream_user_data(s, id, NULL);
+    stream_forget(((conn *)user)->srv, st); /* reset or done: Python forgets it (CANCEL if still open) */
     stream_unlink(st); /* st->c = NULL: a queued stream is dropped by dispatch */
     if (st->state != ST_QUEUED) stream_free(st);
     return 0;
@@ -642,6 +1028,102 @@ static void begin_shutdown(server *srv) {
 
 /* ---- the Python call ------------------------------------------------------------------------ */
 
+/* Hand this iteration's stream events to the stream handler in one call (GIL held), apply
+ * the answers in order. A failing handler ends every stream of the batch with INTERNAL. */
+static void dispatch_streams(server *srv) {
+    size_t n = srv->nevents;
+    if (n == 0) return;
+    PyObject *events = PyList_New((Py_ssize_t)n);
+    PyObject *result = NULL;
+    if (events != NULL) {
+        for (size_t i = 0; i < n; i++) {
+            event *ev = &srv->events[i];
+            PyObject *item;
+            if (ev->kind == EV_OPEN) {
+                PyObject *meta = ev->meta ? PyBytes_FromStringAndSize((char *)ev->meta, (Py_ssize_t)ev->metalen)
+                                          : (Py_INCREF(Py_None), Py_None);
+                item = meta ? Py_BuildValue("(Ki(y#N))", (unsigned long long)ev->sid, ev->kind, ev->data,
+                                            (Py_ssize_t)ev->len, meta)
+                            : NULL;
+            } else if (ev->kind == EV_MESSAGE) {
+                item = Py_BuildValue("(Kiy#)", (unsigned long long)ev->sid, ev->kind, ev->data,
+                                     (Py_ssize_t)ev->len);
+            } else {
+                item = Py_BuildValue("(KiO)", (unsigned long long)ev->sid, ev->kind, Py_None);
+            }
+            if (item == NULL) {
+                Py_CLEAR(events);
+                break;
+            }
+            PyList_SET_ITEM(events, (Py_ssize_t)i, item);
+        }
+    }
+    if (events != NULL) {
+        result = PyObject_CallOneArg(srv->stream_handler, events);
+        Py_DECREF(events);
+    }
+    if (result != NULL && !PyList_Check(result)) {
+        Py_DECREF(result);
+        result = NULL;
+        PyErr_SetString(PyExc_TypeError, "the h2 stream handler must return a list of answers");
+    }
+    srv->stream_events += n;
+    srv->stream_batches++;
+    if (result == NULL) {
+        PyErr_WriteUnraisable(srv->stream_handler);
+        for (size_t i = 0; i < n; i++) {
+            stream *st = slot_lookup(srv, srv->events[i].sid);
+            if (st != NULL && st->c != NULL) {
+                stream_finish(st, 13, "internal error", 14);
+                slot_release(srv, st);
+                mark_dirty(st->c);
+            }
+        }
+        free_events(srv);
+        return;
+    }
+    free_events(srv);
+    Py_ssize_t m = PyList_GET_SIZE(result);
+    for (Py_ssize_t i = 0; i < m; i++) {
+        PyObject *answer = PyList_GET_ITEM(result, i);
+        unsigned long long sid;
+        PyObject *payload, *finish;
+        if (!PyTuple_Check(answer) || !PyArg_ParseTuple(answer, "KOO", &sid, &payload, &finish)) {
+            PyErr_Clear();
+            continue;
+        }
+        stream *st = slot_lookup(srv, (uint64_t)sid);
+        if (st == NULL || st->c == NULL) continue; /* gone meanwhile */
+        if (PyBytes_Check(payload)) stream_send(st, PyBytes_AS_STRING(payload), (size_t)PyBytes_GET_SIZE(payload));
+        long code = -1;
+        const char *text = "";
+        Py_ssize_t tlen = 0;
+        if (PyLong_Check(finish)) {
+            code = PyLong_AsLong(finish);
+        } else if (PyTuple_Check(finish) && PyTuple_GET_SIZE(finish) == 2 &&
+                   PyLong_Check(PyTuple_GET_ITEM(finish, 0)) && PyUnicode_Check(PyTuple_GET_ITEM(finish, 1))) {
+            code = PyLong_AsLong(PyTuple_GET_ITEM(finish, 0));
+            text = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(finish, 1), &tlen);
+            if (text == NULL) {
+                PyErr_Clear();
+                text = "";
+                tlen = 0;
+            }
+        } else if (finish != Py_None) {
+            code = 13;
+            text = "internal error";
+            tlen = 14;
+        }
+        if (code >= 0) {
+            if (code > 16) code = 13;
+            stream_finish(st, (int)code, text, (size_t)tlen);
+            slot_release(srv, st);
+        }
+        mark_dirty(st->c);
+    }
+    Py_DECREF(result);
+}
+
 /* Hand the queued requests to the handler in one call (GIL held), answer each. */
 static void dispatch(server *srv) {
     size_t n = 0;
@@ -711,12 +1193,58 @@ static void dispatch(server *srv) {
 
 /* ---- the Python type ------------------------------------------------------------------------ */
 
+/* A sequence of bytes -> C arrays (copies). */
+static int path_list(PyObject *seq, char ***paths, size_t **lens, size_t *n) {
+    PyObject *fast = PySequence_Fast(seq, "expected a sequence of bytes");
+    if (fast == NULL) return -1;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+    *paths = calloc((size_t)count + 1, sizeof **paths);
+    *lens = calloc((size_t)count + 1, sizeof **lens);
+    if (*paths == NULL || *lens == NULL) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
+        if (!PyBytes_Check(item)) {
+            Py_DECREF(fast);
+            PyErr_SetString(PyExc_TypeError, "method paths must be bytes");
+            return -1;
+        }
+        size_t len = (size_t)PyBytes_GET_SIZE(item);
+        (*paths)[i] = malloc(len + 1);
+        if ((*paths)[i] == NULL) {
+            Py_DECREF(fast);
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy((*paths)[i], PyBytes_AS_STRING(item), len + 1);
+        (*lens)[i] = len;
+        *n = (size_t)i + 1;
+    }
+    Py_DECREF(fast);
+    return 0;
+}
+
+static void path_list_free(char **paths, size_t n) {
+    if (paths == NULL) return;
+    for (size_t i = 0; i < n; i++) free(paths[i]);
+    free(paths);
+}
+
 static int Server_init(server *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"listen_fd", "handler", "max_message", NULL};
+    static char *kwlist[] = {"listen_fd", "handler", "max_message", "stream_handler", "streaming",
+                             "unary", "metadata", NULL};
     int fd;
     PyObject *handler;
     Py_ssize_t max_message = 4 * 1024 * 1024;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|n", kwlist, &fd, &handler, &max_message)) return -1;
+    PyObject *stream_handler = Py_None, *streaming = NULL, *unary = Py_None;
+    const char *meta = NULL;
+    Py_ssize_t metalen = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|nOOOy#", kwlist, &fd, &handler, &max_message,
+                                     &stream_handler, &streaming, &unary, &meta, &metalen))
+        return -1;
     if (!PyCallable_Check(handler)) {
         PyErr_SetString(PyExc_TypeError, "handler must be callable");
         return -1;
@@ -724,6 +1252,23 @@ static int Server_init(server *self, PyObject *args, PyObject *kwds) {
     if (self->ep > 0) {
         PyErr_SetString(PyExc_RuntimeError, "already initialised");
         return -1;
+    }
+    if (streaming != NULL && PyObject_IsTrue(streaming)) {
+        if (!PyCallable_Check(stream_handler)) {
+            PyErr_SetString(PyExc_TypeError, "streaming methods need a callable stream_handler");
+            return -1;
+        }
+        if (path_list(streaming, &self->streaming, &self->streaminglen, &self->nstreaming) != 0) return -1;
+        Py_INCREF(stream_handler);
+        self->stream_handler = stream_handler;
+    }
+    self->unary_any = unary == Py_None;
+    if (!self->unary_any && path_list(unary, &self->unary, &self->unarylen, &self->nunary) != 0) return -1;
+    if (meta != NULL && metalen > 0) {
+        self->meta_name = malloc((size_t)metalen);
+        if (self->meta_name == NULL) return PyErr_NoMemory(), -1;
+        memcpy(self->meta_name, meta, (size_t)metalen);
+        self->meta_namelen = (size_t)metalen;
     }
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return PyErr_SetFromErrno(PyExc_OSError), -1;
@@ -744,6 +1289,7 @@ static int Server_init(server *self, PyObject *args, PyObject *kwds) {
     ng.set_on_data_chunk_recv(self->cbs, on_data_chunk);
     ng.set_on_frame_recv(self->cbs, on_frame_recv);
     ng.set_on_stream_close(self->cbs, on_stream_close);
+    ng.set_on_frame_send(self->cbs, on_frame_send);
     Py_INCREF(handler);
     self->handler = handler;
     return 0;
@@ -760,7 +1306,7 @@ static PyObject *Server_serve(server *self, PyObject *unused) {
     int failure = 0;
     PyThreadState *ts = PyEval_SaveThread();
     for (;;) {
-        int timeout = -1;
+        int timeout = self->nevents ? 0 : -1; /* CANCELs queued by a close: deliver them now */
         if (self->stopping) {
             double left = self->deadline - now_s();
             if (self->nconns == 0 || left <= 0) break;
@@ -788,9 +1334,10 @@ static PyObject *Server_serve(server *self, PyObject *unused) {
                 if (!c->dead && (events[i].events & EPOLLOUT)) mark_dirty(c);
             }
         }
-        if (self->nready) {
+        if (self->nready || self->nevents) {
             PyEval_RestoreThread(ts);
             dispatch(self);
+            dispatch_streams(self);
             ts = PyEval_SaveThread();
         }
         while (self->dirty != NULL) {
@@ -804,6 +1351,11 @@ static PyObject *Server_serve(server *self, PyObject *unused) {
     while (self->conns != NULL) conn_close(self->conns);
     self->dirty = NULL;
     bury(self);
+    if (self->nevents) { /* the CANCELs of what was still open: Python forgets those streams */
+        PyEval_RestoreThread(ts);
+        dispatch_streams(self);
+        ts = PyEval_SaveThread();
+    }
     for (size_t i = 0; i < self->nready; i++) stream_free(self->ready[i]);
     self->nready = 0;
     PyEval_RestoreThread(ts);
@@ -827,8 +1379,10 @@ static PyObject *Server_shutdown(server *self, PyObject *args) {
 
 static PyObject *Server_stats(server *self, PyObject *unused) {
     (void)unused;
-    return Py_BuildValue("{s:K,s:K,s:K,s:l}", "calls", self->calls, "batches", self->batches, "accepted",
-                         self->accepted, "connections", self->nconns);
+    return Py_BuildValue("{s:K,s:K,s:K,s:l,s:K,s:K,s:l}", "calls", self->calls, "batches", self->batches,
+                         "accepted", self->accepted, "connections", self->nconns, "stream_events",
+                         self->stream_events, "stream_batches", self->stream_batches, "streams",
+                         self->live_streams);
 }
 
 static void Server_dealloc(server *self) {
@@ -837,6 +1391,17 @@ static void Server_dealloc(server *self) {
     if (self->cbs) ng.callbacks_del(self->cbs);
     free(self->ready);
     free(self->rbuf);
+    free_events(self);
+    free(self->events);
+    free(self->slots);
+    free(self->gens);
+    free(self->free_slots);
+    path_list_free(self->streaming, self->nstreaming);
+    free(self->streaminglen);
+    path_list_free(self->unary, self->nunary);
+    free(self->unarylen);
+    free(self->meta_name);
+    Py_XDECREF(self->stream_handler);
     Py_XDECREF(self->handler);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -846,7 +1411,8 @@ static PyMethodDef Server_methods[] = {
      "Run the loop in this thread until shutdown() (releases the GIL except in the handler)."},
     {"shutdown", (PyCFunction)Server_shutdown, METH_VARARGS,
      "shutdown(grace=0.0): from any thread; GOAWAY, finish in-flight calls for up to grace s."},
-    {"stats", (PyCFunction)Server_stats, METH_NOARGS, "calls, batches, accepted, connections"},
+    {"stats", (PyCFunction)Server_stats, METH_NOARGS,
+     "calls, batches, accepted, connections, stream_events, stream_batches, streams"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -854,14 +1420,15 @@ static PyTypeObject ServerType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_envoykit_h2.Server",
     .tp_basicsize = sizeof(server),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Server(listen_fd, handler, max_message=4 MiB): unary gRPC over HTTP/2.",
+    .tp_doc = "Server(listen_fd, handler, max_message=4 MiB, stream_handler=None, streaming=(), unary=None,"
+              " metadata=b''): gRPC over HTTP/2 (unary calls and bidi streams).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Server_init,
     .tp_dealloc = (destructor)Server_dealloc,
     .tp_methods = Server_methods,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_envoykit_h2", "HTTP/2 unary gRPC front end",
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_envoykit_h2", "HTTP/2 gRPC front end",
                                     -1, NULL, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__envoykit_h2(void) {
