@@ -1,4 +1,4 @@
-"""Every end-to-end test here runs against both sidecar server models (grpc.aio and threads)."""
+"""Every end-to-end test here runs against every sidecar server model (grpc.aio, threads, native h2)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from envoykit.testing import LiveGateway
 
 
-@pytest.fixture(params=["aio", "threads"])
+@pytest.fixture(params=["aio", "threads", "h2"])
 def gateway_factory(
     request: pytest.FixtureRequest, gateway_factory: Callable[..., LiveGateway]
 ) -> Callable[..., LiveGateway]:

@@ -45,7 +45,8 @@ OPTION_SETS = {
 
 
 @pytest.mark.parametrize(
-    ("options", "server_model"), [("defaults", "aio"), ("all-options", "aio"), ("defaults", "threads")]
+    ("options", "server_model"),
+    [("defaults", "aio"), ("all-options", "aio"), ("defaults", "threads"), ("defaults", "h2")],
 )
 def test_transcoder_answers_like_native(
     options: str, server_model: str, descriptor_set: Path, bookstore: int, envoy_factory: EnvoyFactory

@@ -67,6 +67,9 @@ _UNKNOWN_CHAIN = _ProcessingResponse(
     )
 ).SerializeToString()
 _MAX_LOGGED_UNKNOWN = 64
+#: The native h2 server's stream events (``runtime._h2``) and the INTERNAL end of a failed stream.
+_H2_OPEN, _H2_MESSAGE, _H2_HALF_CLOSE = 0, 1, 2
+_H2_INTERNAL = (13, "envoykit sidecar internal error")
 
 
 class _ProtocolError(Exception):
@@ -124,12 +127,46 @@ class _ChainPlan:
 class _StreamContext:
     """Per-stream bookkeeping of the servicer loops."""
 
-    __slots__ = ("plan", "raw", "stream")
+    __slots__ = ("done", "named", "plan", "raw", "stream")
 
-    def __init__(self) -> None:
+    def __init__(self, named: str | None = None) -> None:
+        #: The chain the gRPC metadata names (``x-envoykit-chain``), if any.
+        self.named = named
         self.plan: _ChainPlan | None = None
         self.stream: Stream | None = None
         self.raw: dict[str, Any] = {}
+        #: Set by ``step``: the answered message was the stream's last; end it OK.
+        self.done = False
+
+
+class _Pending:
+    """A step whose chain must await (async hooks): the loop drives ``run`` on its event loop
+    and hands the outcome to ``complete``, which builds the answer and sets ``ctx.done``."""
+
+    __slots__ = ("ctx", "finish", "kind", "request", "run")
+
+    def __init__(
+        self, ctx: _StreamContext, run: PhaseRun[Response | None], finish: Any, kind: str | None, request: Any
+    ) -> None:
+        self.ctx = ctx
+        self.run = run
+        self.finish = finish
+        self.kind = kind
+        self.request = request
+
+    def complete(self, reply: Response | None) -> Any:
+        answer = self.finish(reply)
+        ctx = self.ctx
+        assert ctx.plan is not None and ctx.stream is not None
+        ctx.done = ctx.stream.finished or _is_final(ctx.plan, self.kind, self.request)
+        return answer
+
+
+def _chain_named(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key == CHAIN_METADATA_KEY:
+            return value if isinstance(value, str) else bytes(value).decode()
+    return None
 
 
 class ExtProcService:
@@ -144,6 +181,8 @@ class ExtProcService:
         self._logged_unknown: set[str | None] = set()
         #: The server's event loop; the thread-pool model runs async hooks on it.
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: The h2 model's open streams: sid -> context (touched by the h2 loop's thread only).
+        self._h2_streams: dict[int, _StreamContext] = {}
 
     def add_to_server(self, server: grpc.aio.Server | grpc.Server) -> None:
         """Register on a grpc.aio server (coroutine loop) or a thread-pool ``grpc.Server``."""
@@ -156,7 +195,33 @@ class ExtProcService:
         }
         add_method_handlers(server, SERVICE_NAME, handlers)
 
-    # -- the stream: one loop per server model, everything else shared ---------------------
+    def h2_streaming(self) -> tuple[bytes, Any]:
+        """``(method path, batch handler)`` for the sidecar's native h2 server model."""
+        return f"/{SERVICE_NAME}/{PROCESS_METHOD}".encode(), self.h2_streams
+
+    # -- the stream: one loop per server model, the step shared ------------------------------
+    def step(self, ctx: _StreamContext, request: Any) -> Any:
+        """One ProcessingRequest of a stream: accept it (the first picks the chain), run the
+        chain's phase and build the one ProcessingResponse (bytes or a message); ``ctx.done``
+        then tells whether the stream should end OK. An unknown chain gets the prebuilt 500 and
+        ends the stream. A chain with async hooks returns ``_Pending`` (the caller drives it).
+        Raises on a protocol or runtime error: the caller ends the stream with INTERNAL."""
+        kind = request.WhichOneof("request")
+        headers = self._accept(ctx, request, kind)
+        plan, stream = ctx.plan, ctx.stream
+        if plan is None or stream is None:
+            ctx.done = True
+            return _UNKNOWN_CHAIN
+        run, finish = self._begin(plan, stream, request, kind, headers)
+        if run is None:
+            answer = finish
+        elif plan.is_async:
+            return _Pending(ctx, run, finish, kind, request)
+        else:
+            answer = finish(drive_sync(run))
+        ctx.done = stream.finished or _is_final(plan, kind, request)
+        return answer
+
     async def process(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
@@ -166,17 +231,15 @@ class ExtProcService:
         per stream (grpc.aio wraps a generator handler in one more layer per message).
         ``requests`` is unused: gRPC forbids mixing it with ``read()``.
         """
-        read, write = context.read, context.write
-        ctx = _StreamContext()
+        read, write, step = context.read, context.write, self.step
+        ctx = _StreamContext(_chain_named(context.invocation_metadata()))
         try:
             while (request := await read()) is not EOF:
-                kind = request.WhichOneof("request")
-                headers = self._accept(ctx, request, kind, context)
-                if ctx.plan is None or ctx.stream is None:
-                    await write(_UNKNOWN_CHAIN)
-                    return
-                await write(await self._phase(ctx.plan, ctx.stream, request, kind, headers))
-                if ctx.stream.finished or _is_final(ctx.plan, kind, request):
+                answer = step(ctx, request)
+                if type(answer) is _Pending:
+                    answer = answer.complete(await drive_async(answer.run))
+                await write(answer)
+                if ctx.done:
                     return
         except Exception as exc:  # noqa: BLE001 - a runtime bug ends this stream (Envoy applies failure_mode_allow)
             self._stream_failed(ctx, exc)
@@ -184,16 +247,15 @@ class ExtProcService:
 
     def process_sync(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
         """The same, for the thread-pool server model (one thread per in-flight stream)."""
-        ctx = _StreamContext()
+        ctx = _StreamContext(_chain_named(context.invocation_metadata()))
+        step = self.step
         try:
             for request in requests:
-                kind = request.WhichOneof("request")
-                headers = self._accept(ctx, request, kind, context)
-                if ctx.plan is None or ctx.stream is None:
-                    yield _UNKNOWN_CHAIN
-                    return
-                yield self._phase_sync(ctx.plan, ctx.stream, request, kind, headers)
-                if ctx.stream.finished or _is_final(ctx.plan, kind, request):
+                answer = step(ctx, request)
+                if type(answer) is _Pending:
+                    answer = answer.complete(self._await_on_loop(answer.run))
+                yield answer
+                if ctx.done:
                     return
         except grpc.RpcError:
             # Envoy closed or cancelled the stream (it does once the last phase is answered):
@@ -203,7 +265,50 @@ class ExtProcService:
             self._stream_failed(ctx, exc)
             context.abort(grpc.StatusCode.INTERNAL, "envoykit sidecar internal error")
 
-    def _accept(self, ctx: _StreamContext, request: Any, kind: str | None, context: Any) -> Headers | None:
+    def _await_on_loop(self, run: PhaseRun[Response | None]) -> Response | None:
+        """Async hooks of the thread-pool model run on the server's event loop; this thread waits."""
+        if self.loop is None:
+            run.close()
+            raise _ProtocolError("async hooks need the sidecar's event loop, which is not running")
+        return asyncio.run_coroutine_threadsafe(drive_async(run), self.loop).result()
+
+    def h2_streams(self, events: list[tuple[int, int, Any]]) -> list[tuple[int, bytes | None, Any]]:
+        """The native h2 server's batch (``runtime._h2``): every stream event of one loop
+        iteration, answered in order. Chains here are sync (async ones are refused at load)."""
+        streams = self._h2_streams
+        out: list[tuple[int, bytes | None, Any]] = []
+        append, step, parse = out.append, self.step, ext_proc_pb2.ProcessingRequest.FromString
+        for sid, kind, data in events:
+            if kind == _H2_MESSAGE:
+                ctx = streams.get(sid)
+                if ctx is None:
+                    continue
+                try:
+                    answer = step(ctx, parse(data))
+                    if type(answer) is _Pending:  # an async chain: refused at load, never here
+                        answer.run.close()
+                        raise _ProtocolError("async hooks cannot run on the h2 server")
+                except Exception as exc:  # noqa: BLE001 - same policy as the aio loop
+                    del streams[sid]
+                    self._stream_failed(ctx, exc)
+                    append((sid, None, _H2_INTERNAL))
+                    continue
+                if ctx.done:
+                    del streams[sid]
+                    append((sid, _serialize(answer), 0))
+                else:
+                    append((sid, _serialize(answer), None))
+            elif kind == _H2_OPEN:
+                meta = data[1]
+                streams[sid] = _StreamContext(meta.decode(errors="replace") if meta is not None else None)
+            elif kind == _H2_HALF_CLOSE:
+                if streams.pop(sid, None) is not None:
+                    append((sid, None, 0))  # Envoy is done sending: the stream ends OK
+            else:  # CANCEL: reset by Envoy, connection gone, or ended by the C side
+                streams.pop(sid, None)
+        return out
+
+    def _accept(self, ctx: _StreamContext, request: Any, kind: str | None) -> Headers | None:
         """Pick the chain on the first message (leaves ``ctx.plan`` None for an unknown one),
         keep attributes current on later ones; returns request headers parsed on the way."""
         headers: Headers | None = None
@@ -211,7 +316,7 @@ class ExtProcService:
             if kind == "request_headers":
                 headers = headers_in(request.request_headers.headers)
             ctx.raw = raw_attributes(request)
-            ctx.plan = self._select(context, ctx.raw, headers)
+            ctx.plan = self._select(ctx.named, ctx.raw, headers)
             if ctx.plan is not None:
                 ctx.stream = ctx.plan.chain.stream(build_attributes(ctx.raw), _metadata_store(request))
                 self.metrics.stream_started(ctx.plan.name)
@@ -224,12 +329,7 @@ class ExtProcService:
         log.exception("ext_proc stream failed (chain %s)", ctx.plan.name if ctx.plan else "-")
         self.metrics.stream_error("protocol" if isinstance(exc, _ProtocolError) else "internal")
 
-    def _select(self, context: Any, raw: dict[str, Any], headers: Headers | None) -> _ChainPlan | None:
-        named: str | None = None
-        for key, value in context.invocation_metadata() or ():
-            if key == CHAIN_METADATA_KEY:
-                named = value if isinstance(value, str) else value.decode()
-                break
+    def _select(self, named: str | None, raw: dict[str, Any], headers: Headers | None) -> _ChainPlan | None:
         name, chain = self.router.select(named, raw, headers)
         if chain is not None and name is not None:
             return self.plans[name]
@@ -244,30 +344,11 @@ class ExtProcService:
             )
         return None
 
-    async def _phase(
-        self, plan: _ChainPlan, stream: Stream, request: Any, kind: str | None, headers: Headers | None
-    ) -> Any:
-        run, finish = self._begin(plan, stream, request, kind, headers)
-        return finish if run is None else finish(await drive_async(run))
-
-    def _phase_sync(
-        self, plan: _ChainPlan, stream: Stream, request: Any, kind: str | None, headers: Headers | None
-    ) -> Any:
-        run, finish = self._begin(plan, stream, request, kind, headers)
-        if run is None:
-            return finish
-        if plan.is_async:  # async hooks run on the server's event loop, this thread waits
-            if self.loop is None:
-                run.close()
-                raise _ProtocolError("async hooks need the sidecar's event loop, which is not running")
-            return finish(asyncio.run_coroutine_threadsafe(drive_async(run), self.loop).result())
-        return finish(drive_sync(run))
-
     def _begin(
         self, plan: _ChainPlan, stream: Stream, request: Any, kind: str | None, headers: Headers | None
     ) -> tuple[PhaseRun[Response | None] | None, Any]:
         """The chain run for this message and how to turn its outcome into the answer, or
-        ``(None, answer)`` when there is nothing to run. Shared by both server models."""
+        ``(None, answer)`` when there is nothing to run."""
         wanted = plan.wants.get(kind) if kind is not None else None
         if kind is None or wanted is None:
             raise _ProtocolError(f"unsupported ProcessingRequest kind {kind!r}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,8 +31,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from .._errors import ConfigError
-from ..runtime._address import ListenAddress, parse_listen_address
-from ..runtime._h2 import H2BuildError, H2Server, load_extension
+from ..runtime._address import parse_listen_address
+from ..runtime._h2 import H2BuildError, H2Server, health_answer, listen_socket, load_extension
 from ..runtime._health import HealthState
 from ..runtime._metrics import MetricsEndpoint
 from ..runtime._server import check_protobuf_backend, new_event_loop_factory, tune_garbage_collector
@@ -197,7 +196,7 @@ class BatchHandler:
                     continue
                 where.append(i)
             elif path == _HEALTH_CHECK:
-                out[i] = self._health(message)
+                out[i] = health_answer(self.health, message)
             else:
                 out[i] = (12, f"unknown method {path.decode(errors='replace')}")
         if batch:
@@ -209,17 +208,6 @@ class BatchHandler:
             for i, decision in zip(where, decisions, strict=True):
                 out[i] = response_of(decision).SerializeToString()
         return out
-
-    def _health(self, message: bytes) -> Answer:
-        try:
-            service = health_pb2.HealthCheckRequest.FromString(message).service
-        except Exception:  # noqa: BLE001 - any undecodable message
-            return (13, "cannot decode the HealthCheckRequest")
-        if service not in self.health.services:
-            return (5, "unknown service")
-        status = _SERVING if self.health.serving else _NOT_SERVING
-        answer: bytes = health_pb2.HealthCheckResponse(status=status).SerializeToString()
-        return answer
 
 
 class _Collector:
@@ -307,7 +295,7 @@ class RateLimitServer:
         """Start serving (returns at once: grpcio serves from its own threads)."""
         check_protobuf_backend()
         if self.server_kind == "h2":
-            sock = _listen(self.listen)
+            sock = listen_socket(self.listen, "envoykit ratelimit")
             self._h2 = H2Server(
                 sock, BatchHandler(self.limiter, self.watcher, self.health), name="envoykit-rls-h2"
             )
@@ -383,26 +371,6 @@ def _native(choice: str) -> Literal["h2", "grpcio"]:
         log.warning("the native h2 server is unavailable, serving with grpcio: %s", exc)
         return "grpcio"
     return "h2"
-
-
-def _listen(address: ListenAddress) -> socket.socket:
-    if address.path is not None:
-        path = Path(address.path)
-        if path.is_socket():
-            path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(address.path)
-        sock.listen(1024)
-        return sock
-    host = address.host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    dualstack = family == socket.AF_INET6 and host == "::" and socket.has_dualstack_ipv6()
-    try:
-        return socket.create_server(
-            (host, address.port), family=family, backlog=1024, dualstack_ipv6=dualstack
-        )
-    except OSError as exc:
-        raise OSError(f"envoykit ratelimit cannot listen on {address.target}: {exc}") from None
 
 
 def run_ratelimit(server: RateLimitServer) -> None:

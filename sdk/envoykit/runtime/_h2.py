@@ -22,6 +22,7 @@ import importlib.util
 import logging
 import os
 import platform
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -32,7 +33,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from grpc_health.v1 import health_pb2
+
 from .._errors import EnvoykitError
+from ._address import ListenAddress
+from ._health import HealthState
 
 __all__ = [
     "CANCEL",
@@ -44,7 +49,10 @@ __all__ = [
     "StreamAnswer",
     "StreamEvent",
     "StreamHandler",
+    "HEALTH_CHECK_PATH",
     "build_extension",
+    "health_answer",
+    "listen_socket",
     "load_extension",
 ]
 
@@ -194,3 +202,46 @@ class H2Server:
 
     def stats(self) -> dict[str, int]:
         return dict(self._native.stats())
+
+
+HEALTH_CHECK_PATH = b"/grpc.health.v1.Health/Check"
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def health_answer(health: HealthState, message: bytes) -> Answer:
+    """The gRPC health ``Check`` answer for a serialized ``HealthCheckRequest``."""
+    try:
+        service = health_pb2.HealthCheckRequest.FromString(message).service
+    except Exception:  # noqa: BLE001 - any undecodable message
+        return (13, "cannot decode the HealthCheckRequest")
+    if service not in health.services:
+        return (5, "unknown service")
+    status = _SERVING if health.serving else _NOT_SERVING
+    answer: bytes = health_pb2.HealthCheckResponse(status=status).SerializeToString()
+    return answer
+
+
+def listen_socket(address: ListenAddress, who: str) -> socket.socket:
+    """A listening socket for the h2 server (TCP, dual-stack ``[::]``, or a unix path)."""
+    if address.path is not None:
+        path = Path(address.path)
+        if path.is_socket():
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(address.path)
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"{who} cannot listen on {address.target}: {exc}") from None
+        sock.listen(1024)
+        return sock
+    host = address.host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    dualstack = family == socket.AF_INET6 and host == "::" and socket.has_dualstack_ipv6()
+    try:
+        return socket.create_server(
+            (host, address.port), family=family, backlog=1024, dualstack_ipv6=dualstack
+        )
+    except OSError as exc:
+        raise OSError(f"{who} cannot listen on {address.target}: {exc}") from None
