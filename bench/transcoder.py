@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
-        "--server", choices=["aio", "threads"], default="threads", help="sidecar server model"
+        "--server", choices=["aio", "threads", "h2"], default="h2", help="sidecar server model"
     )
     parser.add_argument("--results", type=Path, help="write the table into this RESULTS.md")
     opts = parser.parse_args()
@@ -154,7 +154,7 @@ routes:
         results = {}
         for label, listener in (
             ("native grpc_json_transcoder", NATIVE),
-            ("envoykit grpc-json-transcoder", ours),
+            (f"envoykit grpc-json-transcoder (sidecar `{opts.server}`)", ours),
         ):
             before = {k: cpu_seconds(p) for k, p in pids.items()}
             r = run_wrk(envoy.url(PATH, listener), duration_s=opts.duration, connections=opts.connections)
@@ -179,7 +179,10 @@ routes:
         plain = done / opts.duration
         rows.append(f"| plain gRPC (grpc.aio client) | {plain:,.0f} | {p50:.2f} | {p99:.2f} | 0 | |")
         print(rows[-1])
-        native, mine = results["native grpc_json_transcoder"], results["envoykit grpc-json-transcoder"]
+        native, mine = (
+            results["native grpc_json_transcoder"],
+            results[next(k for k in results if "envoykit" in k)],
+        )
         ratio = f"envoykit / native = {mine / native:.2f} (target >= 0.3)" if native else "native: no answers"
         print("\n" + ratio)
         if opts.results is not None:

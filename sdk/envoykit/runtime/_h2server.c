@@ -47,6 +47,7 @@
 
 typedef struct nghttp2_session nghttp2_session;
 typedef struct nghttp2_session_callbacks nghttp2_session_callbacks;
+typedef struct nghttp2_option nghttp2_option;
 typedef struct {
     uint8_t *name;
     uint8_t *value;
@@ -111,6 +112,11 @@ static struct {
     void (*set_on_frame_send)(nghttp2_session_callbacks *, on_frame_send_cb);
     int (*resume_data)(nghttp2_session *, int32_t);
     int (*server_new)(nghttp2_session **, const nghttp2_session_callbacks *, void *);
+    int (*server_new2)(nghttp2_session **, const nghttp2_session_callbacks *, void *, const nghttp2_option *);
+    int (*option_new)(nghttp2_option **);
+    void (*option_del)(nghttp2_option *);
+    /* Optional (nghttp2 >= 1.57, and Debian's 1.52 with the CVE-2023-44487 fix). */
+    void (*set_stream_reset_rate_limit)(nghttp2_option *, uint64_t, uint64_t);
     void (*session_del)(nghttp2_session *);
     ssize_t (*mem_recv)(nghttp2_session *, const uint8_t *, size_t);
     ssize_t (*mem_send)(nghttp2_session *, const uint8_t **);
@@ -160,6 +166,10 @@ static const char *ng_load(void) {
     SYM(set_on_frame_send, "nghttp2_session_callbacks_set_on_frame_send_callback");
     SYM(resume_data, "nghttp2_session_resume_data");
     SYM(server_new, "nghttp2_session_server_new");
+    SYM(server_new2, "nghttp2_session_server_new2");
+    SYM(option_new, "nghttp2_option_new");
+    SYM(option_del, "nghttp2_option_del");
+    *(void **)(&ng.set_stream_reset_rate_limit) = dlsym(lib, "nghttp2_option_set_stream_reset_rate_limit");
     SYM(session_del, "nghttp2_session_del");
     SYM(mem_recv, "nghttp2_session_mem_recv");
     SYM(mem_send, "nghttp2_session_mem_send");
@@ -278,6 +288,7 @@ struct server {
     unsigned long long stream_batches;
     long live_streams;
     nghttp2_session_callbacks *cbs;
+    nghttp2_option *opt;
     conn *conns;
     long nconns;
     conn *dirty;
@@ -306,7 +317,10 @@ static void mark_dirty(conn *c) {
     }
 }
 
+static long allocated_streams; /* every stream struct alive, all servers (tests check for leaks) */
+
 static void stream_free(stream *st) {
+    allocated_streams--;
     free(st->path);
     free(st->meta);
     free(st->finish_msg);
@@ -774,6 +788,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
     }
     st = calloc(1, sizeof *st);
     if (st == NULL) return ng.submit_rst_stream(s, 0, frame->hd.stream_id, NGHTTP2_INTERNAL_ERROR), 0;
+    allocated_streams++;
     st->c = c;
     st->id = frame->hd.stream_id;
     st->next = c->streams;
@@ -986,7 +1001,7 @@ static void accept_all(server *srv) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails harmlessly on unix */
         conn *c = calloc(1, sizeof *c);
-        if (c == NULL || ng.server_new(&c->s, srv->cbs, c) != 0) {
+        if (c == NULL || ng.server_new2(&c->s, srv->cbs, c, srv->opt) != 0) {
             free(c);
             close(fd);
             continue;
@@ -1290,6 +1305,12 @@ static int Server_init(server *self, PyObject *args, PyObject *kwds) {
     ng.set_on_frame_recv(self->cbs, on_frame_recv);
     ng.set_on_stream_close(self->cbs, on_stream_close);
     ng.set_on_frame_send(self->cbs, on_frame_send);
+    /* Envoy's ext_proc client ends every stream it is done with by RST_STREAM: nghttp2's
+     * rapid-reset guard (burst 1000, then 33/s) would GOAWAY a busy sidecar connection after
+     * ~1000 requests. The guard stays, sized above what one Envoy can send (~10k streams/s per
+     * core); MAX_CONCURRENT_STREAMS still bounds the streams alive at once. */
+    if (ng.option_new(&self->opt) != 0) return PyErr_NoMemory(), -1;
+    if (ng.set_stream_reset_rate_limit != NULL) ng.set_stream_reset_rate_limit(self->opt, 100000, 100000);
     Py_INCREF(handler);
     self->handler = handler;
     return 0;
@@ -1379,16 +1400,17 @@ static PyObject *Server_shutdown(server *self, PyObject *args) {
 
 static PyObject *Server_stats(server *self, PyObject *unused) {
     (void)unused;
-    return Py_BuildValue("{s:K,s:K,s:K,s:l,s:K,s:K,s:l}", "calls", self->calls, "batches", self->batches,
-                         "accepted", self->accepted, "connections", self->nconns, "stream_events",
-                         self->stream_events, "stream_batches", self->stream_batches, "streams",
-                         self->live_streams);
+    return Py_BuildValue("{s:K,s:K,s:K,s:l,s:K,s:K,s:l,s:l}", "calls", self->calls, "batches",
+                         self->batches, "accepted", self->accepted, "connections", self->nconns,
+                         "stream_events", self->stream_events, "stream_batches", self->stream_batches,
+                         "streams", self->live_streams, "allocated_streams", allocated_streams);
 }
 
 static void Server_dealloc(server *self) {
     if (self->ep > 0) close(self->ep);
     if (self->wake_fd > 0) close(self->wake_fd);
     if (self->cbs) ng.callbacks_del(self->cbs);
+    if (self->opt) ng.option_del(self->opt);
     free(self->ready);
     free(self->rbuf);
     free_events(self);
