@@ -421,7 +421,10 @@ class ExtProcService:
 
 
 def _is_final(plan: _ChainPlan, kind: str | None, request: Any) -> bool:
-    """Whether this answered message was the last one the chain will get."""
+    """Whether this answered message was the last one the chain will get (response trailers
+    always are: ending the stream OK then spares Envoy a reset and the sidecar a stream)."""
+    if kind == "response_trailers":
+        return True
     if kind != plan.final_kind:
         return False
     return kind != "response_body" or bool(request.response_body.end_of_stream)
