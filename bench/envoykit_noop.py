@@ -61,7 +61,7 @@ async def serve(address: str, server_model: str = "aio", threads: int = 16) -> N
             {"bench": build_chain()},
             default_chain="bench",
             address=address,
-            server_model="threads" if server_model == "threads" else "aio",
+            server_model=server_model if server_model in ("threads", "h2") else "aio",
             threads=threads,
         )
     except ImportError as exc:  # e.g. the ext_proc servicer (envoykit.extproc) is not written yet
@@ -94,7 +94,9 @@ def main() -> None:
     parser.add_argument(
         "--address", default="127.0.0.1:0", help="host:port (port 0 = OS-assigned) or unix:PATH"
     )
-    parser.add_argument("--server", choices=["aio", "threads"], default="aio", help="sidecar server model")
+    parser.add_argument(
+        "--server", choices=["aio", "threads", "h2"], default="aio", help="sidecar server model"
+    )
     parser.add_argument("--threads", type=int, default=16, help="worker threads for --server threads")
     parser.add_argument(
         "--profile", metavar="PATH", help="write cProfile stats of the event loop here on exit"

@@ -53,6 +53,10 @@ def _envoykit_threads(stack: contextlib.ExitStack, work_dir: Path, cpu: str | No
     return _module("bench.envoykit_noop", TCP, stack, work_dir, cpu, "--server", "threads", "--threads", "8")
 
 
+def _envoykit_h2(stack: contextlib.ExitStack, work_dir: Path, cpu: str | None) -> SidecarStarted:
+    return _module("bench.envoykit_noop", TCP, stack, work_dir, cpu, "--server", "h2")
+
+
 def _authz(chain: str, stack: contextlib.ExitStack, work_dir: Path, cpu: str | None) -> SidecarStarted:
     """envoykit's ext_authz sidecar (``server: threads``, 8 threads; ``aio`` for ``<chain>-aio``)
     with the no-op or JWT chain."""
@@ -98,6 +102,11 @@ SCENARIOS = [
         "envoykit-threads-tcp",
         "(b2) envoykit no-op, TCP loopback, `server: threads`",
         _envoykit_threads,
+    ),
+    Scenario(
+        "envoykit-h2-tcp",
+        "(b3) envoykit no-op, TCP loopback, `server: h2` (native HTTP/2)",
+        _envoykit_h2,
     ),
     Scenario("peer-tcp", "(c) envoy-extproc-sdk 0.1.1 no-op, TCP loopback", _peer),
     Scenario("envoykit-uds", "(d) envoykit no-op, unix socket", partial(_module, "bench.envoykit_noop", UDS)),
