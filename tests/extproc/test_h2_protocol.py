@@ -6,10 +6,12 @@ load-time refusals (async hooks, gRPC ext_authz)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -308,3 +310,41 @@ def test_grpc_ext_authz_is_refused_at_load() -> None:
         SidecarServer({"tag": chain()}, server_model="h2", services=[ext_authz_service()])
     assert "envoy.service.auth.v3.Authorization" in str(error.value)
     assert "authz.protocol: http" in str(error.value)
+
+
+def test_missing_toolchain_fails_at_start_with_the_build_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from envoykit.runtime import _h2
+
+    def no_zig() -> list[str]:
+        raise _h2.H2BuildError("building the h2 server needs the `ziglang` package: pip install ziglang")
+
+    monkeypatch.setattr(_h2, "_module", None)
+    monkeypatch.setattr(_h2, "_zig", no_zig)
+    monkeypatch.setenv("ENVOYKIT_CACHE", "/nonexistent-envoykit-cache")
+    with pytest.raises(_h2.H2BuildError, match="ziglang"):
+        SidecarThread({"tag": chain()}, server_model="h2").start()
+
+
+def test_cli_serve_refuses_async_hooks_on_h2(tmp_path: Path) -> None:
+    module = tmp_path / "slowfilters.py"
+    module.write_text(
+        "from envoykit import EmptyConfig, HttpFilter, NoState\n"
+        "class Slow(HttpFilter[EmptyConfig, NoState]):\n"
+        "    name = 'slow'\n"
+        "    async def on_request_headers(self, request, state):\n"
+        "        return None\n"
+    )
+    gateway = tmp_path / "gateway.yaml"
+    gateway.write_text(
+        "sidecar: {address: '127.0.0.1:0', metrics_address: '', server: h2}\n"
+        "upstreams: {echo: {url: 'http://127.0.0.1:9'}}\n"
+        "chains: {default: [{filter: 'slowfilters:Slow'}]}\n"
+        "routes: [{prefix: /, upstream: echo, chain: default}]\n"
+    )
+    envoykit = str(Path(sys.executable).with_name("envoykit"))
+    done = subprocess.run(
+        [envoykit, "serve", str(gateway)], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "async hooks" in done.stderr and "sidecar.server" in done.stderr

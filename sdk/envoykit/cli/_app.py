@@ -113,20 +113,25 @@ def serve(
     _setup_logging(log_level)
     from ..extauthz import gateway_services
     from ..runtime import run_sidecar
+    from ..runtime._h2 import H2BuildError
 
     services, model = gateway_services(gateway)
     spec = gateway.config.sidecar
-    run_sidecar(
-        chains=gateway.chains,
-        default_chain=gateway.config.effective_default_chain,
-        address=address or spec.address,
-        chain_header=spec.chain_header,
-        metrics_address=spec.metrics_address if metrics is None else metrics,
-        drain_seconds=spec.drain_seconds,
-        server_model=model,
-        threads=spec.threads,
-        services=services,
-    )
+    try:
+        run_sidecar(
+            chains=gateway.chains,
+            default_chain=gateway.config.effective_default_chain,
+            address=address or spec.address,
+            chain_header=spec.chain_header,
+            metrics_address=spec.metrics_address if metrics is None else metrics,
+            drain_seconds=spec.drain_seconds,
+            server_model=model,
+            threads=spec.threads,
+            services=services,
+        )
+    except (ConfigError, H2BuildError) as exc:  # sidecar.server h2: async hooks, no toolchain
+        typer.echo(f"error: {config}: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("build-wasm")
