@@ -1031,7 +1031,11 @@ static void accept_all(server *srv) {
 }
 
 static void begin_shutdown(server *srv) {
-    if (srv->stopping) return;
+    if (srv->stopping) { /* a second shutdown(grace) may only hurry the first */
+        double deadline = now_s() + srv->grace;
+        if (deadline < srv->deadline) srv->deadline = deadline;
+        return;
+    }
     srv->stopping = 1;
     srv->deadline = now_s() + srv->grace;
     epoll_ctl(srv->ep, EPOLL_CTL_DEL, srv->listen_fd, NULL);

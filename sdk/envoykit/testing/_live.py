@@ -101,7 +101,7 @@ def start_gateway(
 
     ``routes`` are gateway-file routes (``{"prefix": "/api", "chain": "api"}``; the upstream
     defaults to the echo upstream). ``transport="unix"`` serves the sidecar on a Unix socket that
-    Envoy reaches through a ``pipe`` address. ``server_model`` is ``"aio"`` or ``"threads"``
+    Envoy reaches through a ``pipe`` address. ``server_model`` is ``"aio"``, ``"threads"`` or ``"h2"``
     (default: the gateway's choice). ``authz`` is a gateway-file ``authz`` section
     (``{"chain": "authz", ...}``): that chain then runs in Envoy's ext_authz filter.
     """
