@@ -294,6 +294,23 @@ def test_graceful_stop_finishes_the_stream_in_flight() -> None:
         socket.create_connection(("127.0.0.1", sidecar.port), timeout=2).close()
 
 
+def test_second_stop_cancels_what_is_still_draining() -> None:
+    async def body() -> grpc.StatusCode:
+        server = SidecarServer({"tag": chain()}, address="127.0.0.1:0", server_model="h2")
+        await server.start()
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            call = pb_grpc.ExternalProcessorStub(channel).Process(timeout=30)
+            await call.write(path_headers("/held"))
+            await call.read()  # the stream stays open: the chain still wants response headers
+            draining = asyncio.ensure_future(server.stop(30.0))
+            await asyncio.to_thread(wait_for, lambda: not server.health.serving, 10, what="NOT_SERVING")
+            await asyncio.wait_for(server.stop(None), 10)  # hurries the 30 s drain
+            await asyncio.wait_for(draining, 10)
+            return await call.code()
+
+    assert run(body()) in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL)
+
+
 # -- refused at load ---------------------------------------------------------------------------
 
 
