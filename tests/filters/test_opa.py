@@ -198,3 +198,33 @@ def test_bad_config_fails_at_load(tmp_path: Path) -> None:
         Opa({"policy_dir": str(tmp_path)})
     with pytest.raises(ConfigError, match="query"):
         Opa({"policy_dir": str(tmp_path), "query": "allow; drop"})
+
+
+def test_a_broken_reload_on_a_worker_thread_leaves_nothing_to_drop_at_exit(tmp_path: Path) -> None:
+    """regorus engines may only be dropped on the thread that made them; PyO3 prints
+    "unsendable, but is being dropped on another thread" otherwise. A reload that fails on a
+    worker thread (as in the sidecar) must not leave its engine for the main thread to free."""
+    import subprocess
+    import sys
+
+    (tmp_path / "policy.rego").write_text(POLICY)
+    script = f"""
+import threading
+from pathlib import Path
+from envoykit_filters._opa.policies import PolicyStore
+
+def work():
+    store = PolicyStore(Path({str(tmp_path)!r}), check_interval=0)
+    (Path({str(tmp_path)!r}) / "broken.rego").write_text("package envoy.authz\\nallow if {{")
+    store.engine()
+    assert store.last_error, "the broken policy was not noticed"
+    print("kept", store.loads)
+
+t = threading.Thread(target=work)
+t.start()
+t.join()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "kept 1"
+    assert "unsendable" not in done.stderr

@@ -25,11 +25,6 @@ log = logging.getLogger("envoykit.filters.opa")
 _Snapshot = tuple[tuple[str, int, int], ...]
 
 
-#: Engines whose policy failed to compile: kept, since a traceback may hold them and be freed on
-#: any thread (regorus engines may only be dropped on the thread that made them).
-_RETIRED: list[Any] = []
-
-
 class PolicyError(Exception):
     """The policy directory cannot be compiled."""
 
@@ -70,7 +65,8 @@ def _engine(directory: Path, sources: _Sources) -> Any:
                 engine.add_data_json(text)
         except (ValueError, RuntimeError) as exc:
             reason = f"{directory / name}: {str(exc).split('Stack backtrace')[0].strip()}"
-            _RETIRED.append(engine)  # not dropped via a traceback kept by a log record elsewhere
+            # Dropped here, on the thread that made it (regorus engines may not be dropped on
+            # another): nothing may keep it, and the traceback raised below holds no reference.
             del engine
             raise PolicyError(reason) from None
     return engine
