@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpus[0]})
-    for model in ("aio", "threads"):
+    for model in ("aio", "threads", "h2"):
         port = 50000 + os.getpid() % 5000
         address = f"127.0.0.1:{port}"
         server = subprocess.Popen([sys.executable, "-c", SERVER, address, model])

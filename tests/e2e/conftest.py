@@ -24,8 +24,6 @@ def gateway_factory(
                 # the main thread (e.g. regorus engines must not be dropped on another thread).
                 request.addfinalizer(gc.collect)
                 pytest.skip("async hooks cannot run on the h2 server (refused at load)")
-            if options.get("authz") and options["authz"].get("protocol", "grpc") == "grpc":
-                pytest.skip("gRPC ext_authz is not served by the h2 server (refused at load)")
             chains = built
         return gateway_factory(chains, server_model=request.param, **options)
 

@@ -16,7 +16,7 @@ from envoykit.runtime import SidecarThread
 
 from .support import BodyCheck, Decorate, Tagger, call_check, check_request, header_options, response_metadata
 
-MODELS = ["aio", "threads"]
+MODELS = ["aio", "threads", "h2"]
 
 
 class Explode(HttpFilter[EmptyConfig, NoState]):
@@ -138,7 +138,7 @@ def test_chain_selection_by_context_extension_and_metadata() -> None:
     assert unknown.denied_response.status.code == 500 and unnamed.denied_response.status.code == 500
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", ["aio", "threads"])  # h2 refuses async hooks at load
 def test_async_hooks_run_in_both_models(model: str) -> None:
     with serve({"authz": Chain([AsyncAllow()], name="authz")}, model) as sc:
         got = call_check(sc.address, check_request())
@@ -184,10 +184,11 @@ def test_decision_log_lines_are_json_and_redacted() -> None:
     assert allow["headers"]["x-jwt"] == "[redacted]"
 
 
-def test_health_reports_the_authorization_service() -> None:
+@pytest.mark.parametrize("model", ["threads", "h2"])
+def test_health_reports_the_authorization_service(model: str) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    sidecar = serve({"authz": Chain([Tagger()], name="authz")}, "threads")
+    sidecar = serve({"authz": Chain([Tagger()], name="authz")}, model)
     with sidecar as sc, grpc.insecure_channel(sc.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         got = stub.Check(health_pb2.HealthCheckRequest(service="envoy.service.auth.v3.Authorization"))

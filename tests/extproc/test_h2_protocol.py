@@ -1,7 +1,7 @@
 """The sidecar's native h2 server model (``server_model="h2"``) at the protocol level: grpcio's
 client talking to it directly, clients that cancel or half-close early, unknown chains, many
 concurrent streams over few connections, framing errors answered in C, graceful stop, and the
-load-time refusals (async hooks, gRPC ext_authz)."""
+load-time refusal of async hooks; ext_proc and gRPC ext_authz on one port."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import pytest
 from grpc.aio import EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from envoykit import Chain, ConfigError, EmptyConfig, HttpFilter, NoState, Request, Response
+from envoykit import Chain, ConfigError, EmptyConfig, HttpFilter, NoState, Reply, Request, Response
 from envoykit.extauthz import ext_authz_service
-from envoykit.extproc import SidecarServer, SidecarThread
+from envoykit.extproc import ExtProcService, SidecarServer, SidecarThread
 from envoykit.testing._net import wait_for
 
 from . import support
@@ -322,11 +322,35 @@ def test_async_hooks_are_refused_at_load() -> None:
     assert "async" in message
 
 
-def test_grpc_ext_authz_is_refused_at_load() -> None:
-    with pytest.raises(ConfigError) as error:
-        SidecarServer({"tag": chain()}, server_model="h2", services=[ext_authz_service()])
-    assert "envoy.service.auth.v3.Authorization" in str(error.value)
-    assert "authz.protocol: http" in str(error.value)
+def test_ext_proc_and_grpc_ext_authz_on_one_h2_port() -> None:
+    """One h2 sidecar serves ext_proc streams and ext_authz checks (chain named by metadata)."""
+    from envoy.config.core.v3 import address_pb2
+    from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+    class Deny(HttpFilter[EmptyConfig, NoState]):
+        def on_request_headers(self, request: Request, state: Any) -> Any:
+            return Reply(403, "no\n")
+
+    chains = {"tag": chain(), "deny": Chain([Deny()], name="deny")}
+    sidecar = SidecarThread(chains, server_model="h2", services=[ExtProcService, ext_authz_service()])
+    with sidecar as started, grpc.insecure_channel(started.address) as channel:
+        answers = list(
+            pb_grpc.ExternalProcessorStub(channel).Process(
+                iter([path_headers("/both")]), metadata=(("x-envoykit-chain", "tag"),), timeout=10
+            )
+        )
+        check = external_auth_pb2.CheckRequest()
+        check.attributes.request.http.method = "GET"
+        check.attributes.request.http.path = "/x"
+        check.attributes.source.address.CopyFrom(
+            address_pb2.Address(socket_address=address_pb2.SocketAddress(address="1.2.3.4"))
+        )
+        authz = external_auth_pb2_grpc.AuthorizationStub(channel)
+        denied = authz.Check(check, metadata=(("x-envoykit-chain", "deny"),), timeout=10)
+        unknown = authz.Check(check, metadata=(("x-envoykit-chain", "nope"),), timeout=10)
+    assert set_headers(answers[0], "request_headers") == {"x-tag": b"/both"}
+    assert denied.denied_response.status.code == 403 and denied.denied_response.body == "no\n"
+    assert unknown.denied_response.status.code == 500
 
 
 def test_missing_toolchain_fails_at_start_with_the_build_error(monkeypatch: pytest.MonkeyPatch) -> None:

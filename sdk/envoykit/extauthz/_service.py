@@ -110,6 +110,23 @@ class ExtAuthzService(AuthzEngine):
             self._failed()
             context.abort(grpc.StatusCode.INTERNAL, "envoykit sidecar internal error")
 
+    def h2_unary(self) -> tuple[bytes, Any]:
+        """``(method path, fn(message, chain metadata) -> answer)`` for the h2 server model."""
+        return f"/{SERVICE_NAME}/{CHECK_METHOD}".encode(), self.check_h2
+
+    def check_h2(self, message: bytes, named: bytes | None) -> bytes | tuple[int, str]:
+        """The same, on the native h2 server's loop thread (sync chains: async ones are refused
+        at load). ``named``: the ``x-envoykit-chain`` metadata value, if sent."""
+        try:
+            begun = self._begin(external_auth_pb2.CheckRequest.FromString(message), _H2Context(named))
+            if isinstance(begun, bytes):
+                return begun
+            _plan, run, finish = begun
+            return _serialize(finish(drive_sync(run)))
+        except Exception:  # noqa: BLE001 - same policy as the other models
+            self._failed()
+            return (13, "envoykit sidecar internal error")
+
     def _failed(self) -> None:
         log.exception("ext_authz check failed")
         self.metrics.stream_error("internal")
@@ -164,6 +181,18 @@ class ExtAuthzService(AuthzEngine):
                     named = value if isinstance(value, str) else value.decode()
                     break
         return self.select_plan(named, raw, headers)
+
+
+class _H2Context:
+    """What ``_select`` reads of a gRPC context, for the h2 model."""
+
+    __slots__ = ("metadata",)
+
+    def __init__(self, named: bytes | None) -> None:
+        self.metadata = ((CHAIN_METADATA_KEY, named.decode(errors="replace")),) if named is not None else ()
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
 
 
 def ext_authz_service(

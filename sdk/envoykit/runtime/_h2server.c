@@ -10,7 +10,7 @@
  *
  *   unary:     handler([(path, message), ...]) -> [bytes | (code, message), ...], one answer
  *              per call: HEADERS (:status 200) + DATA + trailers (grpc-status 0), or a
- *              trailers-only error;
+ *              trailers-only error (with `metadata` set: (path, message, value or None));
  *   streaming: stream_handler([(sid, kind, data), ...]) -> [(sid, bytes | None, finish), ...]
  *              where kind is OPEN (data = (path, value of the `metadata` header or None)),
  *              MESSAGE (data = one gRPC message), HALF_CLOSE (the client is done sending) or
@@ -1158,8 +1158,15 @@ static void dispatch(server *srv) {
     if (calls != NULL) {
         for (size_t i = 0; i < n; i++) {
             stream *st = srv->ready[i];
-            PyObject *item = Py_BuildValue("(y#y#)", st->path, (Py_ssize_t)st->pathlen, st->body + 5,
-                                           (Py_ssize_t)(st->len - 5));
+            PyObject *item;
+            if (srv->meta_namelen > 0) /* (path, message, metadata value or None) */
+                item = st->meta ? Py_BuildValue("(y#y#y#)", st->path, (Py_ssize_t)st->pathlen, st->body + 5,
+                                                (Py_ssize_t)(st->len - 5), st->meta, (Py_ssize_t)st->metalen)
+                                : Py_BuildValue("(y#y#O)", st->path, (Py_ssize_t)st->pathlen, st->body + 5,
+                                                (Py_ssize_t)(st->len - 5), Py_None);
+            else
+                item = Py_BuildValue("(y#y#)", st->path, (Py_ssize_t)st->pathlen, st->body + 5,
+                                     (Py_ssize_t)(st->len - 5));
             if (item == NULL) {
                 Py_CLEAR(calls);
                 break;

@@ -50,7 +50,7 @@ __all__ = [
 #: stream holds a thread, so size ``threads`` to the concurrent requests you expect).
 #: ``h2``: the native HTTP/2 server of ``runtime._h2`` (an epoll thread over libnghttp2 that
 #: hands every stream event of a loop iteration to Python in one call): a fraction of grpcio's
-#: transport cost per stream; sync hooks only, ext_proc (and HTTP ext_authz) only.
+#: transport cost per stream; sync hooks only (ext_proc, ext_authz gRPC or HTTP).
 ServerModel = Literal["aio", "threads", "h2"]
 DEFAULT_THREADS = 16
 
@@ -223,19 +223,27 @@ class SidecarServer:
         paths = tuple(path for path, _ in (f() for f in streaming))
         handler = streaming[0]()[1] if streaming else None
         health = self.health
+        #: Unary methods (ext_authz Check): path -> fn(message, chain metadata) -> answer.
+        methods: dict[bytes, Any] = dict(
+            h2() for s in self.services if (h2 := getattr(s, "h2_unary", None)) is not None
+        )
 
-        def unary(calls: list[tuple[bytes, bytes]]) -> list[Any]:
-            return [health_answer(health, message) for _path, message in calls]  # only Check is routed here
+        def unary(calls: list[tuple[bytes, bytes, bytes | None]]) -> list[Any]:
+            # C passes only the paths given as ``unary`` below; any other is UNIMPLEMENTED there.
+            return [
+                health_answer(health, message) if path == HEALTH_CHECK_PATH else methods[path](message, meta)
+                for path, message, meta in calls
+            ]
 
         await self.health.set_not_serving()
         sock = listen_socket(self.listen, "envoykit sidecar")
         server = H2Server(
             sock,
-            unary,
+            unary,  # type: ignore[arg-type]  # with ``metadata`` set, calls carry its value
             max_message=self.max_message_bytes,
             stream_handler=handler,
             streaming=paths,
-            unary=(HEALTH_CHECK_PATH,),
+            unary=(HEALTH_CHECK_PATH, *methods),
             metadata=CHAIN_METADATA_KEY.encode(),
             name="envoykit-sidecar-h2",
         )
@@ -331,15 +339,15 @@ def _check_h2_chains(chains: Mapping[str, Chain]) -> None:
 
 
 def _check_h2_services(services: Sequence[SidecarService]) -> None:
-    """h2 serves ext_proc streams (and services with their own listener, like HTTP ext_authz)."""
+    """h2 serves ext_proc streams, gRPC ext_authz checks and services with their own listener
+    (HTTP ext_authz)."""
     streaming = 0
     for service in services:
         if getattr(service, "h2_streaming", None) is not None:
             streaming += 1
-        elif getattr(service, "start_serving", None) is None:
+        elif getattr(service, "h2_unary", None) is None and getattr(service, "start_serving", None) is None:
             raise ConfigError(
-                f"{service.service_name} cannot be served by the h2 server (it serves ext_proc "
-                "only); use server aio/threads, or authz.protocol: http",
+                f"{service.service_name} cannot be served by the h2 server; use server aio/threads",
                 field="sidecar.server",
             )
     if streaming > 1:
