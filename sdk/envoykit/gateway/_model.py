@@ -74,7 +74,7 @@ class SidecarSpec(_Spec):
     drain_seconds: float = Field(5.0, ge=0, le=300)
     #: ``aio`` (one event loop, best tail latency) or ``threads`` (grpcio thread pool, less CPU
     #: per request; each in-flight request holds a thread). ``h2``: the native HTTP/2 server
-    #: (least CPU per stream; sync hooks, ext_proc only). See docs/sidecar.md.
+    #: (least CPU per stream; sync hooks only). See docs/sidecar.md.
     server: Literal["aio", "threads", "h2"] = "aio"
     threads: int = Field(16, ge=1, le=1024)
     #: Request header that selects a chain. Only safe if Envoy sets it (clients could too).
