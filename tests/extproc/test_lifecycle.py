@@ -222,6 +222,22 @@ def test_sidecar_thread_serves_from_a_sync_test() -> None:
         run(exchange(sidecar.address, [request_headers()], timeout=2))
 
 
+def test_threads_model_stop_ends_its_worker_threads() -> None:
+    """A stopped ``threads`` sidecar leaves no grpcio workers behind (an embedder that starts
+    and stops sidecars, e.g. a test suite, must not accumulate threads)."""
+    import threading
+
+    def workers() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("envoykit-rpc")]
+
+    assert not workers()
+    with SidecarThread({"default": Chain([Hello()])}, server_model="threads") as sidecar:
+        (response,) = run(exchange(sidecar.address, [request_headers()]))
+        assert response.WhichOneof("response") == "request_headers"
+        assert workers(), "the request ran on a pool worker"
+    assert not workers()
+
+
 def test_sidecar_thread_reraises_bind_errors() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

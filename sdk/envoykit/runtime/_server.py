@@ -151,6 +151,8 @@ class SidecarServer:
             MetricsEndpoint(self.metrics.registry, metrics_address) if metrics_address else None
         )
         self._server: grpc.aio.Server | grpc.Server | H2Server | None = None
+        #: The ``threads`` model's workers: grpcio does not shut the pool down, ``_stop`` does.
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._bound = self.listen
         self._stopping: asyncio.Task[None] | None = None
 
@@ -189,6 +191,7 @@ class SidecarServer:
         server: grpc.aio.Server | grpc.Server
         if self.server_model == "threads":
             pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="envoykit-rpc")
+            self._pool = pool
             server = grpc.server(pool, options=options)
         else:
             server = grpc.aio.server(options=options)
@@ -298,6 +301,8 @@ class SidecarServer:
             stop_serving(grace) for s in self.services if (stop_serving := getattr(s, "stop_serving", None))
         ]
         await asyncio.gather(_stop_server(server, grace), *stopping)
+        if self._pool is not None:  # the streams are finished: let the idle workers exit
+            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.stop()
         if self.listen.path is not None:
