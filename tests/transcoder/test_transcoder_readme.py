@@ -36,7 +36,8 @@ def test_readme_transcoding_example_answers_as_its_comments_say(
     )
     gateway = parse_gateway(text, source="README.md")
     chains = dict(gateway.chains)
-    with SidecarThread(chains, default_chain=None) as sidecar:
+    assert gateway.config.sidecar.server == "h2"  # as recommended for the transcoder
+    with SidecarThread(chains, default_chain=None, server_model=gateway.config.sidecar.server) as sidecar:
         bootstrap = render_bootstrap(
             gateway, sidecar=sidecar.address, listener_port=0, admin_port=0, access_log=""
         )
