@@ -26,6 +26,7 @@ class ShimHost:
         "_native",
         "add_header",
         "apply_header_changes",
+        "clone",
         "decode_headers",
         "forget_context",
         "get_header_blob",
@@ -50,6 +51,8 @@ class ShimHost:
         self.apply_header_changes: Callable[[int, list[tuple[str, str]], list[str]], None] = (
             native.apply_header_changes
         )
+        #: A copy of a prototype object, in C (``InProxyRuntime._clone``).
+        self.clone: Callable[[Any], Any] = native.clone
 
     def log(self, level: int, message: str) -> None:
         self._native.log(level, message)
