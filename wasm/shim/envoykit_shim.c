@@ -179,10 +179,20 @@ static const char *latin1_bytes(PyObject *text, Py_ssize_t *len) {
 /* apply_header_changes(map_type, items, names): for each name (in order), replace its first
  * value in Envoy's map with the first of `items` ([(name, value)] str pairs), add the others,
  * or remove the name when `items` has none: what the runtime's Python loop did, in one call. */
+static PyObject *apply_changes(int type, PyObject *items, PyObject *names);
+
 static PyObject *host_apply_header_changes(PyObject *self, PyObject *args) {
     int type;
     PyObject *items, *names;
     if (!PyArg_ParseTuple(args, "iO!O", &type, &PyList_Type, &items, &names)) return NULL;
+    return apply_changes(type, items, names);
+}
+
+static PyObject *apply_changes(int type, PyObject *items, PyObject *names) {
+    if (!PyList_Check(items)) {
+        PyErr_SetString(PyExc_TypeError, "items must be a list");
+        return NULL;
+    }
     PyObject *seq = PySequence_Fast(names, "names must be a sequence of str");
     if (seq == NULL) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -248,6 +258,45 @@ static PyObject *host_clone(PyObject *self, PyObject *proto) {
         dst[i] = src[i];
     }
     return copy;
+}
+
+/* write_headers(map_type, headers): a Headers object's recorded changes back to Envoy, all of
+ * InProxyRuntime._write_headers in one call: its `_touched` names (sorted, so the host sees the
+ * same order every time) go through apply_header_changes' loop, then the record is cleared. */
+static PyObject *host_write_headers(PyObject *self, PyObject *args) {
+    static PyObject *touched_name = NULL, *items_name = NULL;
+    if (touched_name == NULL) {
+        touched_name = PyUnicode_InternFromString("_touched");
+        items_name = PyUnicode_InternFromString("_items");
+        if (touched_name == NULL || items_name == NULL) return NULL;
+    }
+    if (!PyTuple_Check(args) || PyTuple_GET_SIZE(args) != 2) {
+        PyErr_SetString(PyExc_TypeError, "write_headers(map_type, headers)");
+        return NULL;
+    }
+    long type = PyLong_AsLong(PyTuple_GET_ITEM(args, 0));
+    if (type == -1 && PyErr_Occurred()) return NULL;
+    PyObject *headers = PyTuple_GET_ITEM(args, 1);
+    PyObject *touched = PyObject_GetAttr(headers, touched_name);
+    if (touched == NULL) return NULL;
+    if (!PySet_Check(touched)) {
+        Py_DECREF(touched);
+        PyErr_SetString(PyExc_TypeError, "headers._touched must be a set");
+        return NULL;
+    }
+    if (PySet_GET_SIZE(touched) == 0) {
+        Py_DECREF(touched);
+        Py_RETURN_NONE;
+    }
+    PyObject *items = PyObject_GetAttr(headers, items_name);
+    PyObject *names = items != NULL ? PySequence_List(touched) : NULL;
+    PyObject *out = NULL;
+    if (names != NULL && (PyList_GET_SIZE(names) < 2 || PyList_Sort(names) == 0) && PySet_Clear(touched) == 0)
+        out = apply_changes((int)type, items, names);
+    Py_XDECREF(names);
+    Py_XDECREF(items);
+    Py_DECREF(touched);
+    return out;
 }
 
 static PyObject *host_replace_header(PyObject *self, PyObject *args) {
@@ -457,6 +506,8 @@ static PyMethodDef host_methods[] = {
     {"decode_headers", host_decode_headers, METH_O, "decode_headers(blob): raw pairs bytes as [(name, value)] latin-1 text."},
     {"apply_header_changes", host_apply_header_changes, METH_VARARGS,
      "apply_header_changes(map_type, items, names): write changed names' values back."},
+    {"write_headers", host_write_headers, METH_VARARGS,
+     "write_headers(map_type, headers): write back and clear a Headers object's recorded changes."},
     {"clone", host_clone, METH_O, "clone(proto): a copy of a __slots__-only object (same slot values)."},
     {"set_callbacks", host_set_callbacks, METH_O, "set_callbacks(mask): per-request callbacks to forward."},
     {"forget_context", host_forget_context, METH_O, "forget_context(id): no proxy_on_delete needed for it."},

@@ -217,6 +217,10 @@ class InProxyRuntime:
         )
         #: Copies a prototype object (the shim's C ``clone``: one call instead of a store per slot).
         self._clone: Callable[[Any], Any] = getattr(host, "clone", None) or _py_clone
+        #: ``_write_headers``, in the shim's C when it has it (no Python frame per written map).
+        self._write: Callable[[int, Headers], None] = (
+            getattr(host, "write_headers", None) or self._write_headers
+        )
         self._ctx_proto: _Context | None = None
         #: Filters keep per-request state: each context gets its own ``states`` list.
         self._fresh_states = False
@@ -383,7 +387,7 @@ class InProxyRuntime:
                 self._body_dropped()
             headers = request._headers  # None: no hook read them, so none changed them
             if headers is not None and headers._touched:
-                self._write_headers(HeaderMap.REQUEST_HEADERS, headers)
+                self._write(HeaderMap.REQUEST_HEADERS, headers)
             store = ctx._store
             if store is not None and store._dirty:
                 self._emit_metadata(ctx)
@@ -450,7 +454,7 @@ class InProxyRuntime:
                 self._body_dropped()
             headers = response._headers  # None: no hook read them, so none changed them
             if headers is not None and headers._touched:
-                self._write_headers(HeaderMap.RESPONSE_HEADERS, headers)
+                self._write(HeaderMap.RESPONSE_HEADERS, headers)
             store = ctx._store
             if store is not None and store._dirty:
                 self._emit_metadata(ctx)

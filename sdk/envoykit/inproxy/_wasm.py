@@ -33,6 +33,7 @@ class ShimHost:
         "get_headers",
         "remove_header",
         "replace_header",
+        "write_headers",
     )
 
     def __init__(self, native: Any) -> None:
@@ -53,6 +54,8 @@ class ShimHost:
         )
         #: A copy of a prototype object, in C (``InProxyRuntime._clone``).
         self.clone: Callable[[Any], Any] = native.clone
+        #: ``InProxyRuntime._write_headers`` in C (takes the ``Headers`` object).
+        self.write_headers: Callable[[int, Any], None] = native.write_headers
 
     def log(self, level: int, message: str) -> None:
         self._native.log(level, message)
