@@ -11,6 +11,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,65 @@ static PyObject *host_decode_headers(PyObject *self, PyObject *arg) {
     Py_ssize_t size;
     if (PyBytes_AsStringAndSize(arg, &buf, &size) < 0) return NULL;
     return decode_pairs(buf, (size_t)size, 1);
+}
+
+/* The SDK's Headers class and its slots' offsets (from the slots' own member descriptors), set
+ * once by set_headers_type: make_headers builds the object a hook reads in one C call. */
+static PyTypeObject *headers_type = NULL;
+static Py_ssize_t off_items, off_touched, off_readonly;
+
+static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
+    PyObject *descr = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ slot", type->tp_name, name);
+        return -1;
+    }
+    return ((PyMemberDescrObject *)descr)->d_member->offset;
+}
+
+static PyObject *host_set_headers_type(PyObject *self, PyObject *arg) {
+    if (!PyType_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "set_headers_type(cls) needs a class");
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)arg;
+    Py_ssize_t a = slot_offset(type, "_items"), b = slot_offset(type, "_touched"),
+               c = slot_offset(type, "_readonly_reason");
+    if (a < 0 || b < 0 || c < 0) return NULL;
+    Py_INCREF(type);
+    Py_XDECREF(headers_type);
+    headers_type = type;
+    off_items = a;
+    off_touched = b;
+    off_readonly = c;
+    Py_RETURN_NONE;
+}
+
+/* make_headers(blob, readonly_reason): Headers._trusted(decode_headers(blob)) with its read-only
+ * reason set, in one call. */
+static PyObject *host_make_headers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    char *buf;
+    Py_ssize_t size;
+    if (headers_type == NULL || nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "make_headers(blob, readonly_reason) after set_headers_type");
+        return NULL;
+    }
+    if (PyBytes_AsStringAndSize(args[0], &buf, &size) < 0) return NULL;
+    PyObject *items = decode_pairs(buf, (size_t)size, 1);
+    if (items == NULL) return NULL;
+    PyObject *touched = PySet_New(NULL);
+    PyObject *headers = touched != NULL ? headers_type->tp_alloc(headers_type, 0) : NULL;
+    if (headers == NULL) {
+        Py_DECREF(items);
+        Py_XDECREF(touched);
+        return NULL;
+    }
+    *(PyObject **)((char *)headers + off_items) = items;
+    *(PyObject **)((char *)headers + off_touched) = touched;
+    Py_INCREF(args[1]);
+    *(PyObject **)((char *)headers + off_readonly) = args[1];
+    return headers;
 }
 
 /* A latin-1 str's bytes (what Headers hold: every char < 256, so a 1-byte-kind string). */
@@ -508,6 +568,9 @@ static PyMethodDef host_methods[] = {
      "apply_header_changes(map_type, items, names): write changed names' values back."},
     {"write_headers", host_write_headers, METH_VARARGS,
      "write_headers(map_type, headers): write back and clear a Headers object's recorded changes."},
+    {"set_headers_type", host_set_headers_type, METH_O, "set_headers_type(cls): the class make_headers builds."},
+    {"make_headers", (PyCFunction)(void (*)(void))host_make_headers, METH_FASTCALL,
+     "make_headers(blob, readonly_reason): a Headers object from the raw pairs bytes."},
     {"clone", host_clone, METH_O, "clone(proto): a copy of a __slots__-only object (same slot values)."},
     {"set_callbacks", host_set_callbacks, METH_O, "set_callbacks(mask): per-request callbacks to forward."},
     {"forget_context", host_forget_context, METH_O, "forget_context(id): no proxy_on_delete needed for it."},

@@ -87,6 +87,13 @@ _new = object.__new__
 _REQUEST_AFTER = Callback.REQUEST_BODY | Callback.REQUEST_TRAILERS
 _REQUEST_LATER = Callback.RESPONSE_HEADERS | Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS
 _RESPONSE_AFTER = Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS
+# The ABI's numbers as module globals for the hot path (a class attribute costs a lookup more).
+_CB_REQUEST_HEADERS = Callback.REQUEST_HEADERS
+_CB_RESPONSE_HEADERS = Callback.RESPONSE_HEADERS
+_MAP_REQUEST_HEADERS = HeaderMap.REQUEST_HEADERS
+_MAP_RESPONSE_HEADERS = HeaderMap.RESPONSE_HEADERS
+_CONTINUE = HeadersStatus.CONTINUE
+_STOP_ITERATION = HeadersStatus.STOP_ITERATION
 
 
 class _Context(Stream):
@@ -97,7 +104,16 @@ class _Context(Stream):
     and header maps stay the shim's raw bytes until a hook reads them (``_Message._init_lazy``).
     """
 
-    __slots__ = ("_attributes", "_decode", "_runtime", "body_done", "buffered", "last", "replied")
+    __slots__ = (
+        "_attributes",
+        "_decode",
+        "_make_headers",
+        "_runtime",
+        "body_done",
+        "buffered",
+        "last",
+        "replied",
+    )
 
     _attributes: Attributes | None
     _runtime: InProxyRuntime
@@ -125,6 +141,7 @@ class _Context(Stream):
         ctx.replied_by = None
         ctx._runtime = runtime
         ctx._decode = runtime._decode
+        ctx._make_headers = runtime._make_headers
         ctx.replied = False
         #: Set by the callback after which the chain has nothing left to do for this request.
         ctx.last = False
@@ -212,6 +229,10 @@ class InProxyRuntime:
             None if blob is None else host.decode_headers  # type: ignore[attr-defined]
         )
         self._forget = host.forget_context
+        #: Or the whole ``Headers`` from the raw bytes in one call (the shim's ``make_headers``).
+        self._make_headers: Callable[[Any, str | None], Headers] | None = (
+            None if blob is None else getattr(host, "make_headers", None)
+        )
         self._apply: Callable[[int, list[tuple[str, str]], list[str]], None] | None = getattr(
             host, "apply_header_changes", None
         )
@@ -343,7 +364,7 @@ class InProxyRuntime:
         ctx = contexts.get(context_id)
         if ctx is None:
             proto = self._ctx_proto
-            if proto is None or not self.wanted & Callback.REQUEST_HEADERS:
+            if proto is None or not self.wanted & _CB_REQUEST_HEADERS:
                 return 0  # not configured, or a callback the chain cannot act on: pass
             # A request's context is made on its first callback that reaches Python (the shim
             # skips proxy_on_context_create: a header-only chain is entered twice per request).
@@ -357,7 +378,7 @@ class InProxyRuntime:
             # ``Stream._start_request``, as a copy: headers stay raw until a hook reads them.
             request = ctx.request = self._clone(self._request_proto)
             request._owner = ctx
-            request._raw_headers = self._get_headers(HeaderMap.REQUEST_HEADERS)
+            request._raw_headers = self._get_headers(_MAP_REQUEST_HEADERS)
             request.end_of_stream = eos
             lean = self._lean[0]
             reply = None
@@ -379,7 +400,7 @@ class InProxyRuntime:
             elif self._plans[0]:
                 reply = ctx._run_sync(_REQUEST_HEADERS, request, self._plans[0])
             if reply is not None:
-                return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
+                return self._send(ctx, reply, _STOP_ITERATION)
             # What the hooks changed goes back to Envoy (``_headers_done``, inline: hot path).
             if self._modes[0] is not _NONE and not eos:
                 return self._headers_done(ctx, context_id, _REQUEST, request, eos)
@@ -387,7 +408,7 @@ class InProxyRuntime:
                 self._body_dropped()
             headers = request._headers  # None: no hook read them, so none changed them
             if headers is not None and headers._touched:
-                self._write(HeaderMap.REQUEST_HEADERS, headers)
+                self._write(_MAP_REQUEST_HEADERS, headers)
             store = ctx._store
             if store is not None and store._dirty:
                 self._emit_metadata(ctx)
@@ -395,16 +416,16 @@ class InProxyRuntime:
                 del contexts[context_id]
                 ctx.request = ctx.response = None  # ``_finish``, inline
                 self._forget(context_id)
-            return HeadersStatus.CONTINUE
+            return _CONTINUE
         except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
-            return self._runtime_error(ctx, exc, HeadersStatus.STOP_ITERATION)
+            return self._runtime_error(ctx, exc, _STOP_ITERATION)
 
     def on_response_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int:
         contexts = self._contexts
         ctx = contexts.get(context_id)
         if ctx is None:
             proto = self._ctx_proto
-            if proto is None or not self.wanted & Callback.RESPONSE_HEADERS:
+            if proto is None or not self.wanted & _CB_RESPONSE_HEADERS:
                 return 0
             ctx = contexts[context_id] = self._clone(proto)
             if self._fresh_states:
@@ -423,7 +444,7 @@ class InProxyRuntime:
                 request._headers._readonly_reason = SENT_UPSTREAM
             response = ctx.response = self._clone(self._response_proto)
             response._owner = ctx
-            response._raw_headers = self._get_headers(HeaderMap.RESPONSE_HEADERS)
+            response._raw_headers = self._get_headers(_MAP_RESPONSE_HEADERS)
             response.end_of_stream = eos
             response.request = request
             lean = self._lean[1]
@@ -446,7 +467,7 @@ class InProxyRuntime:
             elif self._plans[1]:
                 reply = ctx._run_sync(_RESPONSE_HEADERS, response, self._plans[1])
             if reply is not None:
-                return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
+                return self._send(ctx, reply, _STOP_ITERATION)
             # What the hooks changed goes back to Envoy (``_headers_done``, inline: hot path).
             if self._modes[1] is not _NONE and not eos:
                 return self._headers_done(ctx, context_id, _RESPONSE, response, eos)
@@ -454,7 +475,7 @@ class InProxyRuntime:
                 self._body_dropped()
             headers = response._headers  # None: no hook read them, so none changed them
             if headers is not None and headers._touched:
-                self._write(HeaderMap.RESPONSE_HEADERS, headers)
+                self._write(_MAP_RESPONSE_HEADERS, headers)
             store = ctx._store
             if store is not None and store._dirty:
                 self._emit_metadata(ctx)
@@ -462,9 +483,9 @@ class InProxyRuntime:
                 del contexts[context_id]
                 ctx.request = ctx.response = None  # ``_finish``, inline
                 self._forget(context_id)
-            return HeadersStatus.CONTINUE
+            return _CONTINUE
         except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
-            return self._runtime_error(ctx, exc, HeadersStatus.STOP_ITERATION)
+            return self._runtime_error(ctx, exc, _STOP_ITERATION)
 
     def _lean_rest(
         self,

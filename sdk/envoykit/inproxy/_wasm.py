@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._filter import HttpFilter
+from .._headers import Headers
 from ._abi import Callback
 from ._runtime import InProxyRuntime
 
@@ -31,6 +32,7 @@ class ShimHost:
         "forget_context",
         "get_header_blob",
         "get_headers",
+        "make_headers",
         "remove_header",
         "replace_header",
         "write_headers",
@@ -54,6 +56,9 @@ class ShimHost:
         )
         #: A copy of a prototype object, in C (``InProxyRuntime._clone``).
         self.clone: Callable[[Any], Any] = native.clone
+        #: A ``Headers`` from a header blob, in C (``_Message.headers``' lazy decoding).
+        native.set_headers_type(Headers)
+        self.make_headers: Callable[[bytes, str | None], Headers] = native.make_headers
         #: ``InProxyRuntime._write_headers`` in C (takes the ``Headers`` object).
         self.write_headers: Callable[[int, Any], None] = native.write_headers
 
