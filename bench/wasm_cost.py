@@ -8,7 +8,7 @@ instruction counting on (``WasmHost(metered=True)``) and prints, per request:
   (``bench/wasm_floor.py``, the ``wasm-floor`` scenario of ``bench/run.py``);
 - envoykit's no-op chain (library filter ``noop``, the ``wasm-noop`` scenario);
 - a chain that does work: ``add-headers`` setting one request and one response header;
-- a library filter: ``security-headers`` with its default preset.
+- library filters: ``security-headers`` with its default preset, ``cors`` with one origin.
 
 Usage: ``.venv/bin/python bench/wasm_cost.py [--requests N] [--results bench/RESULTS.md]`` (from
 the repository root); ``--results`` puts the table into that file as its own section.
@@ -42,6 +42,11 @@ CHAINS: list[tuple[str, bool, list[dict[str, object]]]] = [
         "library `security-headers` (default preset: sets 7 response headers)",
         False,
         [{"filter": "security-headers"}],
+    ),
+    (
+        "library `cors` (one allowed origin; a request without Origin)",
+        False,
+        [{"filter": "cors", "config": {"allow_origins": ["https://a.example"]}}],
     ),
 ]
 HEADERS = {"user-agent": "wrk", "accept": "*/*", "x-request-id": "5f1d0a4e-7d6b-4a57-9e61-1c3f0c9a8b21"}

@@ -204,6 +204,8 @@ class Stream:
     #: How messages made with raw headers (``_start_request``) decode them; None: already a
     #: list of ``(name, value)`` text pairs.
     _decode: Any = None
+    #: Or a callable ``(raw, readonly_reason) -> Headers`` that does it all (in-proxy: the shim's C).
+    _make_headers: Any = None
 
     def __init__(self, chain: Chain, attributes: Attributes, metadata: MetadataStore | None = None) -> None:
         # Subclasses on a hot path (the in-proxy runtime) repeat these assignments inline.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Iterator, Mapping
+from operator import itemgetter
 
 from ._errors import HeaderError
 
@@ -27,6 +28,10 @@ PSEUDO_HEADERS = frozenset({":method", ":path", ":authority", ":scheme", ":statu
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 
 HeaderInput = Mapping[str, HeaderValue] | Iterable[tuple[str | bytes, HeaderValue]]
+
+#: ``key in map(_NAME_OF, items)``: whether a name is present, scanned in C (inside Envoy's Wasm
+#: VM a Python loop costs hundreds of instructions per header, a generator thousands).
+_NAME_OF = itemgetter(0)
 
 
 #: Valid names seen so far, as given -> lower-cased: filters use a handful of names over and over,
@@ -135,8 +140,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = name.lower()
-        return any(k == key for k, _ in self._items)
+        return name.lower() in map(_NAME_OF, self._items)
 
     def __iter__(self) -> Iterator[str]:
         """Distinct names, in first-seen order."""
@@ -174,19 +178,25 @@ class Headers:
         """Replace every value of ``name`` with ``value`` (added if absent)."""
         if self._readonly_reason is not None:
             self._check_writable()
-        key, text = _name(name), _value(value)
+        # ``_name``/``_value``'s caches of names and values already checked, inline (hot path).
+        key = _NAMES.get(name)  # bytes and unknown names: None, then ``_name`` checks them
+        if key is None:
+            key = _name(name)
+        text = value if type(value) is str and value in _VALUES else _value(value)
         items = self._items
-        for k, _ in items:
-            if k == key:
-                self._items = items = [(k, v) for k, v in items if k != key]
-                break
+        if key in map(_NAME_OF, items):
+            self._items = items = [(k, v) for k, v in items if k != key]
         items.append((key, text))
         self._touched.add(key)
 
     def add(self, name: str, value: HeaderValue) -> None:
         """Append one more value for ``name``."""
-        self._check_writable()
-        key, text = _name(name), _value(value)
+        if self._readonly_reason is not None:
+            self._check_writable()
+        key = _NAMES.get(name)  # bytes and unknown names: None, then ``_name`` checks them
+        if key is None:
+            key = _name(name)
+        text = value if type(value) is str and value in _VALUES else _value(value)
         if key.startswith(":") and key in self:
             raise HeaderError(f"pseudo-header {key} has one value; use set()")
         self._items.append((key, text))
@@ -202,14 +212,17 @@ class Headers:
 
     def remove(self, name: str) -> bool:
         """Remove every value of ``name``. Returns whether anything was removed."""
-        self._check_writable()
+        if self._readonly_reason is not None:
+            self._check_writable()
         key = name.lower()
         if key.startswith(":"):
             raise HeaderError(f"pseudo-header {key} cannot be removed")
-        before = len(self._items)
-        self._items = [(k, v) for k, v in self._items if k != key]
         self._touched.add(key)
-        return len(self._items) != before
+        items = self._items
+        if key not in map(_NAME_OF, items):
+            return False
+        self._items = [(k, v) for k, v in items if k != key]
+        return True
 
     def __setitem__(self, name: str, value: HeaderValue) -> None:
         self.set(name, value)

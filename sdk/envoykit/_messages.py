@@ -24,6 +24,7 @@ class _Owner(Protocol):
     """What a lazily made message asks its stream for (see ``Stream._start_request``)."""
 
     _decode: Any
+    _make_headers: Any
     attributes: Attributes
 
     def _metadata_view(self) -> Metadata: ...
@@ -73,6 +74,10 @@ class _Message:
         headers = self._headers
         if headers is None:
             raw, self._raw_headers = self._raw_headers, None
+            make = self._owner._make_headers  # type: ignore[union-attr]
+            if make is not None:  # the runtime builds it in one call (the Wasm shim, in C)
+                headers = self._headers = make(raw, self._readonly)
+                return headers  # type: ignore[no-any-return]
             decode = self._owner._decode  # type: ignore[union-attr]
             headers = self._headers = _new(Headers)  # Headers._trusted, inline
             headers._items = raw if decode is None else decode(raw)  # type: ignore[assignment]

@@ -11,6 +11,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +167,65 @@ static PyObject *host_decode_headers(PyObject *self, PyObject *arg) {
     return decode_pairs(buf, (size_t)size, 1);
 }
 
+/* The SDK's Headers class and its slots' offsets (from the slots' own member descriptors), set
+ * once by set_headers_type: make_headers builds the object a hook reads in one C call. */
+static PyTypeObject *headers_type = NULL;
+static Py_ssize_t off_items, off_touched, off_readonly;
+
+static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
+    PyObject *descr = PyDict_GetItemString(type->tp_dict, name); /* borrowed */
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ slot", type->tp_name, name);
+        return -1;
+    }
+    return ((PyMemberDescrObject *)descr)->d_member->offset;
+}
+
+static PyObject *host_set_headers_type(PyObject *self, PyObject *arg) {
+    if (!PyType_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "set_headers_type(cls) needs a class");
+        return NULL;
+    }
+    PyTypeObject *type = (PyTypeObject *)arg;
+    Py_ssize_t a = slot_offset(type, "_items"), b = slot_offset(type, "_touched"),
+               c = slot_offset(type, "_readonly_reason");
+    if (a < 0 || b < 0 || c < 0) return NULL;
+    Py_INCREF(type);
+    Py_XDECREF(headers_type);
+    headers_type = type;
+    off_items = a;
+    off_touched = b;
+    off_readonly = c;
+    Py_RETURN_NONE;
+}
+
+/* make_headers(blob, readonly_reason): Headers._trusted(decode_headers(blob)) with its read-only
+ * reason set, in one call. */
+static PyObject *host_make_headers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    char *buf;
+    Py_ssize_t size;
+    if (headers_type == NULL || nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "make_headers(blob, readonly_reason) after set_headers_type");
+        return NULL;
+    }
+    if (PyBytes_AsStringAndSize(args[0], &buf, &size) < 0) return NULL;
+    PyObject *items = decode_pairs(buf, (size_t)size, 1);
+    if (items == NULL) return NULL;
+    PyObject *touched = PySet_New(NULL);
+    PyObject *headers = touched != NULL ? headers_type->tp_alloc(headers_type, 0) : NULL;
+    if (headers == NULL) {
+        Py_DECREF(items);
+        Py_XDECREF(touched);
+        return NULL;
+    }
+    *(PyObject **)((char *)headers + off_items) = items;
+    *(PyObject **)((char *)headers + off_touched) = touched;
+    Py_INCREF(args[1]);
+    *(PyObject **)((char *)headers + off_readonly) = args[1];
+    return headers;
+}
+
 /* A latin-1 str's bytes (what Headers hold: every char < 256, so a 1-byte-kind string). */
 static const char *latin1_bytes(PyObject *text, Py_ssize_t *len) {
     if (!PyUnicode_Check(text) || PyUnicode_READY(text) < 0 || PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND) {
@@ -179,10 +239,20 @@ static const char *latin1_bytes(PyObject *text, Py_ssize_t *len) {
 /* apply_header_changes(map_type, items, names): for each name (in order), replace its first
  * value in Envoy's map with the first of `items` ([(name, value)] str pairs), add the others,
  * or remove the name when `items` has none: what the runtime's Python loop did, in one call. */
+static PyObject *apply_changes(int type, PyObject *items, PyObject *names);
+
 static PyObject *host_apply_header_changes(PyObject *self, PyObject *args) {
     int type;
     PyObject *items, *names;
     if (!PyArg_ParseTuple(args, "iO!O", &type, &PyList_Type, &items, &names)) return NULL;
+    return apply_changes(type, items, names);
+}
+
+static PyObject *apply_changes(int type, PyObject *items, PyObject *names) {
+    if (!PyList_Check(items)) {
+        PyErr_SetString(PyExc_TypeError, "items must be a list");
+        return NULL;
+    }
     PyObject *seq = PySequence_Fast(names, "names must be a sequence of str");
     if (seq == NULL) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -218,6 +288,75 @@ static PyObject *host_apply_header_changes(PyObject *self, PyObject *args) {
 fail:
     Py_DECREF(seq);
     return NULL;
+}
+
+/* clone(proto): a new object of proto's type with the same slot values. Each per-request object
+ * of the runtime (context, request, response) is a copy of a prototype made at configure time:
+ * one C call instead of object.__new__ plus a Python store per slot. Only for objects whose
+ * fields are all __slots__ (no __dict__, no __weakref__, fixed size). */
+static PyObject *host_clone(PyObject *self, PyObject *proto) {
+    PyTypeObject *type = Py_TYPE(proto);
+    if (type->tp_dictoffset != 0 || type->tp_weaklistoffset != 0 || type->tp_itemsize != 0 ||
+        type->tp_alloc == NULL || type->tp_basicsize < (Py_ssize_t)sizeof(PyObject) ||
+        !(type->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        PyErr_SetString(PyExc_TypeError, "clone() needs an instance of a class with __slots__ only");
+        return NULL;
+    }
+    PyTypeObject *base = type;
+    while (base != NULL && (base->tp_flags & Py_TPFLAGS_HEAPTYPE)) base = base->tp_base;
+    if (base != &PyBaseObject_Type) {
+        PyErr_SetString(PyExc_TypeError, "clone() needs a class built on object with __slots__ only");
+        return NULL;
+    }
+    PyObject *copy = type->tp_alloc(type, 0);
+    if (copy == NULL) return NULL;
+    PyObject **src = (PyObject **)((char *)proto + sizeof(PyObject));
+    PyObject **dst = (PyObject **)((char *)copy + sizeof(PyObject));
+    Py_ssize_t n = (type->tp_basicsize - (Py_ssize_t)sizeof(PyObject)) / (Py_ssize_t)sizeof(PyObject *);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_XINCREF(src[i]);
+        dst[i] = src[i];
+    }
+    return copy;
+}
+
+/* write_headers(map_type, headers): a Headers object's recorded changes back to Envoy, all of
+ * InProxyRuntime._write_headers in one call: its `_touched` names (sorted, so the host sees the
+ * same order every time) go through apply_header_changes' loop, then the record is cleared. */
+static PyObject *host_write_headers(PyObject *self, PyObject *args) {
+    static PyObject *touched_name = NULL, *items_name = NULL;
+    if (touched_name == NULL) {
+        touched_name = PyUnicode_InternFromString("_touched");
+        items_name = PyUnicode_InternFromString("_items");
+        if (touched_name == NULL || items_name == NULL) return NULL;
+    }
+    if (!PyTuple_Check(args) || PyTuple_GET_SIZE(args) != 2) {
+        PyErr_SetString(PyExc_TypeError, "write_headers(map_type, headers)");
+        return NULL;
+    }
+    long type = PyLong_AsLong(PyTuple_GET_ITEM(args, 0));
+    if (type == -1 && PyErr_Occurred()) return NULL;
+    PyObject *headers = PyTuple_GET_ITEM(args, 1);
+    PyObject *touched = PyObject_GetAttr(headers, touched_name);
+    if (touched == NULL) return NULL;
+    if (!PySet_Check(touched)) {
+        Py_DECREF(touched);
+        PyErr_SetString(PyExc_TypeError, "headers._touched must be a set");
+        return NULL;
+    }
+    if (PySet_GET_SIZE(touched) == 0) {
+        Py_DECREF(touched);
+        Py_RETURN_NONE;
+    }
+    PyObject *items = PyObject_GetAttr(headers, items_name);
+    PyObject *names = items != NULL ? PySequence_List(touched) : NULL;
+    PyObject *out = NULL;
+    if (names != NULL && (PyList_GET_SIZE(names) < 2 || PyList_Sort(names) == 0) && PySet_Clear(touched) == 0)
+        out = apply_changes((int)type, items, names);
+    Py_XDECREF(names);
+    Py_XDECREF(items);
+    Py_DECREF(touched);
+    return out;
 }
 
 static PyObject *host_replace_header(PyObject *self, PyObject *args) {
@@ -427,6 +566,12 @@ static PyMethodDef host_methods[] = {
     {"decode_headers", host_decode_headers, METH_O, "decode_headers(blob): raw pairs bytes as [(name, value)] latin-1 text."},
     {"apply_header_changes", host_apply_header_changes, METH_VARARGS,
      "apply_header_changes(map_type, items, names): write changed names' values back."},
+    {"write_headers", host_write_headers, METH_VARARGS,
+     "write_headers(map_type, headers): write back and clear a Headers object's recorded changes."},
+    {"set_headers_type", host_set_headers_type, METH_O, "set_headers_type(cls): the class make_headers builds."},
+    {"make_headers", (PyCFunction)(void (*)(void))host_make_headers, METH_FASTCALL,
+     "make_headers(blob, readonly_reason): a Headers object from the raw pairs bytes."},
+    {"clone", host_clone, METH_O, "clone(proto): a copy of a __slots__-only object (same slot values)."},
     {"set_callbacks", host_set_callbacks, METH_O, "set_callbacks(mask): per-request callbacks to forward."},
     {"forget_context", host_forget_context, METH_O, "forget_context(id): no proxy_on_delete needed for it."},
     {"replace_header", host_replace_header, METH_VARARGS, "replace_header(map_type, name, value)."},

@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .._attributes import Attributes, TlsInfo
 from .._chain import SENT_UPSTREAM, Chain, PhaseRun, Stream, drive_sync
 from .._config import validate_config
 from .._errors import ConfigError, EnvoykitError
-from .._filter import HttpFilter
+from .._filter import FailureMode, HttpFilter
 from .._headers import Headers
 from .._messages import Request, Response
 from .._metrics import MetricKind
@@ -33,6 +33,8 @@ from .._phases import BodyMode, Phase
 from ._abi import BufferType, Callback, DataStatus, HeaderMap, HeadersStatus, Host, LogLevel, TrailersStatus
 
 __all__ = ["InProxyRuntime", "PLACEMENT"]
+
+_M = TypeVar("_M", Request, Response)
 
 PLACEMENT = "inside Envoy (Wasm)"
 _ERROR_BODY = b"internal server error\n"
@@ -85,6 +87,13 @@ _new = object.__new__
 _REQUEST_AFTER = Callback.REQUEST_BODY | Callback.REQUEST_TRAILERS
 _REQUEST_LATER = Callback.RESPONSE_HEADERS | Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS
 _RESPONSE_AFTER = Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS
+# The ABI's numbers as module globals for the hot path (a class attribute costs a lookup more).
+_CB_REQUEST_HEADERS = Callback.REQUEST_HEADERS
+_CB_RESPONSE_HEADERS = Callback.RESPONSE_HEADERS
+_MAP_REQUEST_HEADERS = HeaderMap.REQUEST_HEADERS
+_MAP_RESPONSE_HEADERS = HeaderMap.RESPONSE_HEADERS
+_CONTINUE = HeadersStatus.CONTINUE
+_STOP_ITERATION = HeadersStatus.STOP_ITERATION
 
 
 class _Context(Stream):
@@ -95,30 +104,52 @@ class _Context(Stream):
     and header maps stay the shim's raw bytes until a hook reads them (``_Message._init_lazy``).
     """
 
-    __slots__ = ("_attributes", "_decode", "_runtime", "body_done", "buffered", "last", "replied")
+    __slots__ = (
+        "_attributes",
+        "_decode",
+        "_make_headers",
+        "_runtime",
+        "body_done",
+        "buffered",
+        "last",
+        "replied",
+    )
 
-    def __init__(self, chain: Chain, runtime: InProxyRuntime) -> None:
-        # Stream.__init__, inline (one Python call less per request).
-        self.chain = chain
-        self._attributes: Attributes | None = None
-        self._store = None
-        shared = chain._shared_states
-        self.states = shared if shared is not None else [f.new_state() for f in chain.filters]
-        self._view = None
-        self._namespace = "envoykit"
-        self.request = None
-        self.response = None
-        self.finished = False
-        self.replied_by = None
-        self._runtime = runtime
-        self._decode = runtime._decode
-        self.replied = False
+    _attributes: Attributes | None
+    _runtime: InProxyRuntime
+    replied: bool
+    last: bool
+    buffered: dict[int, int] | None
+    body_done: set[int] | None
+
+    @classmethod
+    def _prototype(cls, chain: Chain, runtime: InProxyRuntime) -> _Context:
+        """What every request's context starts as (``Stream.__init__``'s fields plus the runtime's):
+        each request gets a copy (``InProxyRuntime._clone``), not a constructor call."""
+        ctx = _new(cls)
+        ctx.chain = chain
+        ctx._attributes = None
+        ctx._store = None
+        #: Per request when a filter keeps state (``InProxyRuntime._fresh_states``).
+        ctx.states = chain._shared_states or ()
+        ctx._view = None
+        # One filter: its namespace from the start, so hooks need not set it (``_lean_plan``).
+        ctx._namespace = chain.filters[0].metadata_namespace if len(chain.filters) == 1 else "envoykit"
+        ctx.request = None
+        ctx.response = None
+        ctx.finished = False
+        ctx.replied_by = None
+        ctx._runtime = runtime
+        ctx._decode = runtime._decode
+        ctx._make_headers = runtime._make_headers
+        ctx.replied = False
         #: Set by the callback after which the chain has nothing left to do for this request.
-        self.last = False
+        ctx.last = False
         #: Bytes Envoy has buffered for us so far, per direction (buffered body mode); made on use.
-        self.buffered: dict[int, int] | None = None
+        ctx.buffered = None
         #: Directions whose body hooks already ran (e.g. at trailers time); made on use.
-        self.body_done: set[int] | None = None
+        ctx.body_done = None
+        return ctx
 
     @property
     def attributes(self) -> Attributes:
@@ -198,9 +229,28 @@ class InProxyRuntime:
             None if blob is None else host.decode_headers  # type: ignore[attr-defined]
         )
         self._forget = host.forget_context
+        #: Or the whole ``Headers`` from the raw bytes in one call (the shim's ``make_headers``).
+        self._make_headers: Callable[[Any, str | None], Headers] | None = (
+            None if blob is None else getattr(host, "make_headers", None)
+        )
         self._apply: Callable[[int, list[tuple[str, str]], list[str]], None] | None = getattr(
             host, "apply_header_changes", None
         )
+        #: Copies a prototype object (the shim's C ``clone``: one call instead of a store per slot).
+        self._clone: Callable[[Any], Any] = getattr(host, "clone", None) or _py_clone
+        #: ``_write_headers``, in the shim's C when it has it (no Python frame per written map).
+        self._write: Callable[[int, Headers], None] = (
+            getattr(host, "write_headers", None) or self._write_headers
+        )
+        self._ctx_proto: _Context | None = None
+        #: Filters keep per-request state: each context gets its own ``states`` list.
+        self._fresh_states = False
+        self._request_proto = _message_prototype(Request)
+        self._response_proto = _message_prototype(Response)
+        #: The header phases' hooks for the inline loop (``_lean_plan``); None: ``Stream._run_sync``.
+        self._lean: tuple[_LeanPlan | None, _LeanPlan | None] = (None, None)
+        #: Whether the request's context is done after its request / response headers, by eos.
+        self._done_after: tuple[tuple[bool, bool], tuple[bool, bool]] = ((False, False), (False, False))
 
     # -- configuration -----------------------------------------------------------------------
     def on_configure(self, configuration: bytes) -> bool:
@@ -217,6 +267,15 @@ class InProxyRuntime:
         self._modes = (self.chain.needs.request_body, self.chain.needs.response_body)
         #: The header phases' hooks, looked up once (``Stream._run_sync``).
         self._plans = (self.chain._plan[_REQUEST_HEADERS], self.chain._plan[_RESPONSE_HEADERS])
+        self._lean = (_lean_plan(self.chain, self._plans[0]), _lean_plan(self.chain, self._plans[1]))
+        self._fresh_states = self.chain._shared_states is None
+        self._ctx_proto = _Context._prototype(self.chain, self)
+        wanted = self.wanted
+        self._done_after = (
+            # [eos]: after the request headers, no callback of either direction is left to run
+            (not wanted & (_REQUEST_LATER | _REQUEST_AFTER), not wanted & _REQUEST_LATER),
+            (not wanted & _RESPONSE_AFTER, True),
+        )
         return True
 
     def _build(self, configuration: bytes) -> tuple[Chain, bool]:
@@ -296,62 +355,81 @@ class InProxyRuntime:
             ctx._release()
 
     # The two header callbacks are the hot path (a header-only chain gets nothing else): each is
-    # one Python frame around the chain's hooks, with ``_guard``'s logic inline.
+    # one Python frame around the chain's hooks, with ``_guard``'s logic, the context's and the
+    # messages' set-up (copies of prototypes) and ``Stream._run_sync``'s loop inline. Inside
+    # Envoy every Python call costs ~1,000 Wasm instructions, every object ~2,500, every
+    # bytecode ~100-200: what would be tidier as helper calls is spelled out here on purpose.
     def on_request_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int:
-        ctx = self._contexts.get(context_id)
+        contexts = self._contexts
+        ctx = contexts.get(context_id)
         if ctx is None:
-            chain = self.chain
-            if chain is None or not self.wanted & Callback.REQUEST_HEADERS:
+            proto = self._ctx_proto
+            if proto is None or not self.wanted & _CB_REQUEST_HEADERS:
                 return 0  # not configured, or a callback the chain cannot act on: pass
             # A request's context is made on its first callback that reaches Python (the shim
             # skips proxy_on_context_create: a header-only chain is entered twice per request).
-            ctx = self._contexts[context_id] = _Context(chain, self)
+            ctx = contexts[context_id] = self._clone(proto)
+            if self._fresh_states:
+                ctx.states = [f.new_state() for f in ctx.chain.filters]
         elif ctx.replied:
             return 0  # Envoy running our own local reply through us: pass
         try:
             eos = end_of_stream != 0  # the shim passes Envoy's 0/1 through
-            # ``Stream._start_request``, inline (hot path): headers stay raw until a hook reads them.
-            request = ctx.request = _new(Request)
+            # ``Stream._start_request``, as a copy: headers stay raw until a hook reads them.
+            request = ctx.request = self._clone(self._request_proto)
             request._owner = ctx
-            request._headers = request._readonly = None
-            request._trailers = request._attributes = request._metadata = None
-            request._raw_headers = self._get_headers(HeaderMap.REQUEST_HEADERS)
+            request._raw_headers = self._get_headers(_MAP_REQUEST_HEADERS)
             request.end_of_stream = eos
-            request._body = b""
-            request._body_changed = False
-            plan = self._plans[0]
-            if plan:
-                reply = ctx._run_sync(_REQUEST_HEADERS, request, plan)
-                if reply is not None:
-                    return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
+            lean = self._lean[0]
+            reply = None
+            if lean is not None:
+                states = ctx.states
+                for position, hook, index, namespace in lean:  # ``Stream._run_sync``, inline
+                    if namespace is not None:
+                        ctx._namespace = namespace
+                        if ctx._view is not None:
+                            ctx._view.namespace = namespace
+                    try:
+                        result = hook(request, states[index])
+                    except Exception as exc:  # noqa: BLE001 - the filter's failure mode decides
+                        reply = self._lean_rest(ctx, _REQUEST_HEADERS, request, position, None, exc)
+                        break
+                    if result is not None or request._body_changed:
+                        reply = self._lean_rest(ctx, _REQUEST_HEADERS, request, position, result, None)
+                        break
+            elif self._plans[0]:
+                reply = ctx._run_sync(_REQUEST_HEADERS, request, self._plans[0])
+            if reply is not None:
+                return self._send(ctx, reply, _STOP_ITERATION)
             # What the hooks changed goes back to Envoy (``_headers_done``, inline: hot path).
-            mode = self._modes[0]
-            if mode is not _NONE and not eos:
+            if self._modes[0] is not _NONE and not eos:
                 return self._headers_done(ctx, context_id, _REQUEST, request, eos)
             if eos and request._body_changed:
                 self._body_dropped()
             headers = request._headers  # None: no hook read them, so none changed them
-            # (mypy: the hooks may have made them since they were set to None above)
-            if headers is not None and headers._touched:  # type: ignore[unreachable]
-                self._write_headers(HeaderMap.REQUEST_HEADERS, headers)  # type: ignore[unreachable]
+            if headers is not None and headers._touched:
+                self._write(_MAP_REQUEST_HEADERS, headers)
             store = ctx._store
             if store is not None and store._dirty:
                 self._emit_metadata(ctx)
-            if not self.wanted & (_REQUEST_LATER | (0 if eos else _REQUEST_AFTER)):
-                del self._contexts[context_id]
+            if self._done_after[0][eos]:
+                del contexts[context_id]
                 ctx.request = ctx.response = None  # ``_finish``, inline
                 self._forget(context_id)
-            return HeadersStatus.CONTINUE
+            return _CONTINUE
         except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
-            return self._runtime_error(ctx, exc, HeadersStatus.STOP_ITERATION)
+            return self._runtime_error(ctx, exc, _STOP_ITERATION)
 
     def on_response_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int:
-        ctx = self._contexts.get(context_id)
+        contexts = self._contexts
+        ctx = contexts.get(context_id)
         if ctx is None:
-            chain = self.chain
-            if chain is None or not self.wanted & Callback.RESPONSE_HEADERS:
+            proto = self._ctx_proto
+            if proto is None or not self.wanted & _CB_RESPONSE_HEADERS:
                 return 0
-            ctx = self._contexts[context_id] = _Context(chain, self)
+            ctx = contexts[context_id] = self._clone(proto)
+            if self._fresh_states:
+                ctx.states = [f.new_state() for f in ctx.chain.filters]
         elif ctx.replied:
             return 0
         try:
@@ -364,42 +442,78 @@ class InProxyRuntime:
                 request._readonly = SENT_UPSTREAM
             else:
                 request._headers._readonly_reason = SENT_UPSTREAM
-            response = ctx.response = _new(Response)
+            response = ctx.response = self._clone(self._response_proto)
             response._owner = ctx
-            response._headers = response._readonly = None
-            response._trailers = response._attributes = response._metadata = None
-            response._raw_headers = self._get_headers(HeaderMap.RESPONSE_HEADERS)
+            response._raw_headers = self._get_headers(_MAP_RESPONSE_HEADERS)
             response.end_of_stream = eos
-            response._body = b""
-            response._body_changed = False
             response.request = request
-            response.is_local_reply = False
-            response.reply = None
-            plan = self._plans[1]
-            if plan:
-                reply = ctx._run_sync(_RESPONSE_HEADERS, response, plan)
-                if reply is not None:
-                    return self._send(ctx, reply, HeadersStatus.STOP_ITERATION)
+            lean = self._lean[1]
+            reply = None
+            if lean is not None:
+                states = ctx.states
+                for position, hook, index, namespace in lean:  # ``Stream._run_sync``, inline
+                    if namespace is not None:
+                        ctx._namespace = namespace
+                        if ctx._view is not None:
+                            ctx._view.namespace = namespace
+                    try:
+                        result = hook(response, states[index])
+                    except Exception as exc:  # noqa: BLE001 - the filter's failure mode decides
+                        reply = self._lean_rest(ctx, _RESPONSE_HEADERS, response, position, None, exc)
+                        break
+                    if result is not None or response._body_changed:
+                        reply = self._lean_rest(ctx, _RESPONSE_HEADERS, response, position, result, None)
+                        break
+            elif self._plans[1]:
+                reply = ctx._run_sync(_RESPONSE_HEADERS, response, self._plans[1])
+            if reply is not None:
+                return self._send(ctx, reply, _STOP_ITERATION)
             # What the hooks changed goes back to Envoy (``_headers_done``, inline: hot path).
-            mode = self._modes[1]
-            if mode is not _NONE and not eos:
+            if self._modes[1] is not _NONE and not eos:
                 return self._headers_done(ctx, context_id, _RESPONSE, response, eos)
             if eos and response._body_changed:
                 self._body_dropped()
             headers = response._headers  # None: no hook read them, so none changed them
-            # (mypy: the hooks may have made them since they were set to None above)
-            if headers is not None and headers._touched:  # type: ignore[unreachable]
-                self._write_headers(HeaderMap.RESPONSE_HEADERS, headers)  # type: ignore[unreachable]
+            if headers is not None and headers._touched:
+                self._write(_MAP_RESPONSE_HEADERS, headers)
             store = ctx._store
             if store is not None and store._dirty:
                 self._emit_metadata(ctx)
-            if eos or not self.wanted & _RESPONSE_AFTER:
-                del self._contexts[context_id]
+            if self._done_after[1][eos]:
+                del contexts[context_id]
                 ctx.request = ctx.response = None  # ``_finish``, inline
                 self._forget(context_id)
-            return HeadersStatus.CONTINUE
+            return _CONTINUE
         except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
-            return self._runtime_error(ctx, exc, HeadersStatus.STOP_ITERATION)
+            return self._runtime_error(ctx, exc, _STOP_ITERATION)
+
+    def _lean_rest(
+        self,
+        ctx: _Context,
+        phase: Phase,
+        message: Request | Response,
+        position: int,
+        result: Any,
+        exc: Exception | None,
+    ) -> Response | None:
+        """The inline hook loop met something other than "continue, body untouched" at hook
+        ``position`` (a reply, a body change, an exception, a bad result): what
+        ``Stream._run_sync`` does with it, then the phase's remaining hooks through it. The loop
+        hands over at the first such hook, so the body before it was the message's initial one."""
+        plan = ctx.chain._plan[phase]
+        index, flt, _, _ = plan[position]
+        body_snap = (b"", False)
+        if exc is None:
+            try:
+                outcome = ctx._checked(flt, phase, result, message, False, b"")
+            except Exception as error:  # noqa: BLE001 - a filter bug must never take the stream down
+                outcome = ctx._failed(flt, phase, error, message, body_snap, None)
+        else:
+            outcome = ctx._failed(flt, phase, exc, message, body_snap, None)
+        if outcome is not None:
+            return drive_sync(ctx._replied(outcome, flt, index, phase))
+        rest = plan[position + 1 :]
+        return ctx._run_sync(phase, message, rest) if rest else None
 
     def on_request_body(self, context_id: int, body_size: int, end_of_stream: int) -> int:
         return self._guard(
@@ -440,7 +554,9 @@ class InProxyRuntime:
         if ctx is None:
             if self.chain is None or not self.wanted & bit:
                 return 0  # not configured, or a callback the chain cannot act on: pass
-            ctx = self._contexts[context_id] = _Context(self.chain, self)
+            ctx = self._contexts[context_id] = self._clone(self._ctx_proto)
+            if self._fresh_states:
+                ctx.states = [f.new_state() for f in ctx.chain.filters]
         elif ctx.replied:
             return 0  # Envoy running our own local reply through us: pass
         try:
@@ -631,3 +747,61 @@ def _split_address(value: bytes | None) -> tuple[str | None, int | None]:
     if not sep or not port.isdigit():
         return text, None
     return host.strip("[]"), int(port)
+
+
+#: The inline hook loop's steps for one header phase: (position in the phase's plan, bound hook,
+#: filter index, metadata namespace to switch to, or None when the chain has one filter).
+_LeanPlan = tuple[tuple[int, Any, int, str | None], ...]
+
+
+def _lean_plan(chain: Chain, plan: Any) -> _LeanPlan | None:
+    """``plan`` for the runtime's inline hook loop, or None when ``Stream._run_sync`` must run it
+    (an observer times hooks; a fail-open filter needs an undo point before its hook)."""
+    if chain.observer is not None or not chain._all_sync:
+        return None
+    if any(flt.failure_mode is FailureMode.OPEN for _, flt, _, _ in plan):
+        return None
+    single = len(chain.filters) == 1
+    return tuple(
+        (position, hook, index, None if single else flt.metadata_namespace)
+        for position, (index, flt, hook, _) in enumerate(plan)
+    )
+
+
+def _message_prototype(cls: type[_M]) -> _M:
+    """What a message made by the hot path starts as (``Stream._start_request``'s fields)."""
+    message = _new(cls)
+    message._owner = None
+    message._headers = message._readonly = message._raw_headers = None
+    message._trailers = message._attributes = message._metadata = None
+    message.end_of_stream = False
+    message._body = b""
+    message._body_changed = False
+    if isinstance(message, Response):
+        message.request = None  # type: ignore[assignment]
+        message.is_local_reply = False
+        message.reply = None
+    return message
+
+
+_SLOTS: dict[type, tuple[Any, ...]] = {}
+
+
+def _py_clone(proto: Any) -> Any:
+    """The shim's C ``clone`` for hosts without it (the in-process fake Envoy): same result.
+
+    Copies through each slot's own descriptor (a subclass may hide a slot behind a property)."""
+    cls = type(proto)
+    slots = _SLOTS.get(cls)
+    if slots is None:
+        slots = _SLOTS[cls] = tuple(
+            klass.__dict__[name] for klass in cls.__mro__ for name in klass.__dict__.get("__slots__", ())
+        )
+    copy = _new(cls)
+    for slot in slots:
+        try:
+            value = slot.__get__(proto, cls)
+        except AttributeError:
+            continue  # unset in the prototype: unset in the copy
+        slot.__set__(copy, value)
+    return copy

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._filter import HttpFilter
+from .._headers import Headers
 from ._abi import Callback
 from ._runtime import InProxyRuntime
 
@@ -26,12 +27,15 @@ class ShimHost:
         "_native",
         "add_header",
         "apply_header_changes",
+        "clone",
         "decode_headers",
         "forget_context",
         "get_header_blob",
         "get_headers",
+        "make_headers",
         "remove_header",
         "replace_header",
+        "write_headers",
     )
 
     def __init__(self, native: Any) -> None:
@@ -50,6 +54,13 @@ class ShimHost:
         self.apply_header_changes: Callable[[int, list[tuple[str, str]], list[str]], None] = (
             native.apply_header_changes
         )
+        #: A copy of a prototype object, in C (``InProxyRuntime._clone``).
+        self.clone: Callable[[Any], Any] = native.clone
+        #: A ``Headers`` from a header blob, in C (``_Message.headers``' lazy decoding).
+        native.set_headers_type(Headers)
+        self.make_headers: Callable[[bytes, str | None], Headers] = native.make_headers
+        #: ``InProxyRuntime._write_headers`` in C (takes the ``Headers`` object).
+        self.write_headers: Callable[[int, Any], None] = native.write_headers
 
     def log(self, level: int, message: str) -> None:
         self._native.log(level, message)
