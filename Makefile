@@ -24,8 +24,9 @@ demo: setup
 test: setup lint
 	$(BIN)/python -m pytest
 
-## bench: throughput/latency through a real Envoy; writes bench/RESULTS.md
+## bench: throughput/latency through a real Envoy; writes bench/RESULTS.md (installs wrk/h2load if missing)
 bench: setup
+	.ci/system-packages --bench
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/ratelimit_rls.py --results bench/RESULTS.md
 	$(BIN)/python bench/wasm_cost.py --results bench/RESULTS.md
