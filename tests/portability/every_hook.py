@@ -80,3 +80,13 @@ class Visits(HttpFilter):
             if self.shared.set(key, str(count).encode(), cas):
                 break
         request.headers.set("x-visit", str(count))
+
+
+class EchoPath(HttpFilter):
+    """Copies the request's path into a response header: response hooks see the request as it left
+    the request phase, even when no request hook read its headers."""
+
+    name = "echo-path"
+
+    def on_response_headers(self, response: Response, state: NoState) -> None:
+        response.headers.set("x-request-path", response.request.path)

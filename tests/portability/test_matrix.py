@@ -43,6 +43,21 @@ MATRIX: dict[str, tuple[list[dict[str, Any]], list[tuple[Any, ...]]]] = {
             ("GET", "/explode", UPSTREAM_BODY, [], None),
         ],
     ),
+    # Two fail-closed filters: the header hooks run in the shim's C loop (namespace switch per
+    # filter), which hands over to Python at a reply (first filter) or an exception (second
+    # filter, after the first changed headers).
+    "every-hook+explode-closed": (
+        [
+            {"filter": "every-hook", "config": {"tag": "t2"}},
+            {"filter": "explode", "failure_mode": "closed"},
+        ],
+        [
+            ("GET", "/hello", {**UPSTREAM_BODY, "x-drop-me": "1"}, [], None),
+            ("GET", "/deny", {}, [], None),
+            ("GET", "/explode", UPSTREAM_BODY, [], None),
+            ("POST", "/submit", UPSTREAM_BODY, [b"hello"], None),
+        ],
+    ),
     "explode-closed": (
         [{"filter": "explode", "failure_mode": "closed"}],
         [("GET", "/explode", UPSTREAM_BODY, [], None), ("GET", "/fine", UPSTREAM_BODY, [], None)],
@@ -125,6 +140,12 @@ def test_sidecar_and_wasm_give_identical_exchanges(
         # The reply passed back through every-hook's response hooks, body hook included.
         assert deny[2] == 451 and deny[4] == b"[unavailable\n]" and deny[6] is None
         assert explode[2] == 200 and not any(k == "x-half-done" for k, _ in explode[6][2])
+    elif case == "every-hook+explode-closed":
+        hello, deny, explode, submit = in_wasm
+        assert hello[2] == 200 and ("x-tag", "t2") in hello[6][2]
+        assert deny[2] == 451 and deny[4] == b"[unavailable\n]" and deny[6] is None
+        assert explode[2] == 500 and explode[6] is None
+        assert submit[2] == 200 and submit[6][3] == b"HELLO|t2"
     else:
         explode, fine = in_wasm
         assert explode[2] == 500 and explode[6] is None

@@ -146,9 +146,15 @@ static PyObject *host_get_headers(PyObject *self, PyObject *arg) {
 
 /* The header map as the raw pairs bytes (one copy, no decoding): the runtime keeps it and calls
  * decode_headers only if a hook reads the headers. */
+static PyObject *header_blob(int32_t type);
+
 static PyObject *host_get_header_blob(PyObject *self, PyObject *arg) {
     long type = PyLong_AsLong(arg);
     if (type == -1 && PyErr_Occurred()) return NULL;
+    return header_blob((int32_t)type);
+}
+
+static PyObject *header_blob(int32_t type) {
     char *ptr = NULL;
     size_t size = 0;
     if (proxy_get_header_map_pairs((int32_t)type, &ptr, &size) != 0 || ptr == NULL) {
@@ -200,8 +206,10 @@ static PyObject *host_set_headers_type(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-/* make_headers(blob, readonly_reason): Headers._trusted(decode_headers(blob)) with its read-only
- * reason set, in one call. */
+/* make_headers(raw, readonly_reason): Headers._trusted(decode_headers(raw)) with its read-only
+ * reason set, in one call. `raw` is a blob (get_header_blob) or, from the C fast path, the map
+ * type itself: the map is read from Envoy now, during the callback that set it (see
+ * fast_snapshot). */
 static PyObject *host_make_headers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     char *buf;
     Py_ssize_t size;
@@ -209,8 +217,18 @@ static PyObject *host_make_headers(PyObject *self, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_TypeError, "make_headers(blob, readonly_reason) after set_headers_type");
         return NULL;
     }
-    if (PyBytes_AsStringAndSize(args[0], &buf, &size) < 0) return NULL;
-    PyObject *items = decode_pairs(buf, (size_t)size, 1);
+    PyObject *items;
+    if (PyLong_CheckExact(args[0])) { /* a map type: the header callback's map, still in Envoy */
+        long type = PyLong_AsLong(args[0]);
+        char *ptr = NULL;
+        size_t fetched = 0;
+        if (proxy_get_header_map_pairs((int32_t)type, &ptr, &fetched) != 0) fetched = 0;
+        items = decode_pairs(ptr, fetched, 1);
+        free(ptr);
+    } else {
+        if (PyBytes_AsStringAndSize(args[0], &buf, &size) < 0) return NULL;
+        items = decode_pairs(buf, (size_t)size, 1);
+    }
     if (items == NULL) return NULL;
     PyObject *touched = PySet_New(NULL);
     PyObject *headers = touched != NULL ? headers_type->tp_alloc(headers_type, 0) : NULL;
@@ -323,20 +341,25 @@ static PyObject *host_clone(PyObject *self, PyObject *proto) {
 /* write_headers(map_type, headers): a Headers object's recorded changes back to Envoy, all of
  * InProxyRuntime._write_headers in one call: its `_touched` names (sorted, so the host sees the
  * same order every time) go through apply_header_changes' loop, then the record is cleared. */
+static PyObject *write_headers(int type, PyObject *headers);
+
 static PyObject *host_write_headers(PyObject *self, PyObject *args) {
-    static PyObject *touched_name = NULL, *items_name = NULL;
-    if (touched_name == NULL) {
-        touched_name = PyUnicode_InternFromString("_touched");
-        items_name = PyUnicode_InternFromString("_items");
-        if (touched_name == NULL || items_name == NULL) return NULL;
-    }
     if (!PyTuple_Check(args) || PyTuple_GET_SIZE(args) != 2) {
         PyErr_SetString(PyExc_TypeError, "write_headers(map_type, headers)");
         return NULL;
     }
     long type = PyLong_AsLong(PyTuple_GET_ITEM(args, 0));
     if (type == -1 && PyErr_Occurred()) return NULL;
-    PyObject *headers = PyTuple_GET_ITEM(args, 1);
+    return write_headers((int)type, PyTuple_GET_ITEM(args, 1));
+}
+
+static PyObject *write_headers(int type, PyObject *headers) {
+    static PyObject *touched_name = NULL, *items_name = NULL;
+    if (touched_name == NULL) {
+        touched_name = PyUnicode_InternFromString("_touched");
+        items_name = PyUnicode_InternFromString("_items");
+        if (touched_name == NULL || items_name == NULL) return NULL;
+    }
     PyObject *touched = PyObject_GetAttr(headers, touched_name);
     if (touched == NULL) return NULL;
     if (!PySet_Check(touched)) {
@@ -352,7 +375,7 @@ static PyObject *host_write_headers(PyObject *self, PyObject *args) {
     PyObject *names = items != NULL ? PySequence_List(touched) : NULL;
     PyObject *out = NULL;
     if (names != NULL && (PyList_GET_SIZE(names) < 2 || PyList_Sort(names) == 0) && PySet_Clear(touched) == 0)
-        out = apply_changes((int)type, items, names);
+        out = apply_changes(type, items, names);
     Py_XDECREF(names);
     Py_XDECREF(items);
     Py_DECREF(touched);
@@ -557,6 +580,7 @@ static PyObject *host_set_callbacks(PyObject *self, PyObject *arg) {
 }
 
 static PyObject *host_forget_context(PyObject *self, PyObject *arg);
+static PyObject *host_set_fast_path(PyObject *self, PyObject *spec);
 
 static PyMethodDef host_methods[] = {
     {"log", host_log, METH_VARARGS, "log(level, msg): proxy_log (0 trace .. 4 error, 5 critical)."},
@@ -572,6 +596,8 @@ static PyMethodDef host_methods[] = {
     {"make_headers", (PyCFunction)(void (*)(void))host_make_headers, METH_FASTCALL,
      "make_headers(blob, readonly_reason): a Headers object from the raw pairs bytes."},
     {"clone", host_clone, METH_O, "clone(proto): a copy of a __slots__-only object (same slot values)."},
+    {"set_fast_path", host_set_fast_path, METH_O,
+     "set_fast_path(spec | None): run the header callbacks' common case in C (InProxyRuntime.fast_path)."},
     {"set_callbacks", host_set_callbacks, METH_O, "set_callbacks(mask): per-request callbacks to forward."},
     {"forget_context", host_forget_context, METH_O, "forget_context(id): no proxy_on_delete needed for it."},
     {"replace_header", host_replace_header, METH_VARARGS, "replace_header(map_type, name, value)."},
@@ -761,12 +787,367 @@ static int32_t call_fn(int fn, int32_t dflt, int32_t on_error, const char *fmt, 
     return out;
 }
 
+/* ---- header callbacks in C (the runtime's hot path) ------------------------------------ */
+/* InProxyRuntime.on_request_headers / on_response_headers, for the common case, without a Python
+ * frame of their own: find or make the request's context, make the message (copies of the
+ * runtime's prototypes), call the chain's hooks, write changed headers back, drop the context
+ * when nothing is left for it. Inside Envoy each Python bytecode costs ~100-200 Wasm
+ * instructions; these two callbacks were most of a no-op chain's per-request cost.
+ *
+ * The runtime hands over what it needs once per configuration (set_fast_path, from
+ * InProxyRuntime.fast_path()); the policy stays in Python: anything unusual goes back to it.
+ * Before any side effect: no spec for this phase, or a response without the request's context,
+ * runs the whole Python callback. During the hooks: a result other than None, a changed body
+ * or an exception resumes in Python at that hook (`resume`). After them: a held body phase or
+ * dynamic metadata to emit runs Python's tail (`tail`). A C-API failure goes to the runtime's
+ * error handler (fail closed with 500 or open, as configured). */
+typedef struct {
+    PyObject *hooks;  /* tuple of (hook, filter index, namespace or None); NULL: Python runs it */
+    PyObject *proto;  /* the message prototype (Request or Response) */
+    PyObject *resume; /* (ctx, context_id, message, eos, position, result, exc) -> int */
+    PyObject *tail;   /* (ctx, context_id, message, eos) -> int */
+    int body_none;    /* the direction's body mode is NONE */
+    int done_after[2]; /* [eos]: the context is done after this phase */
+    int map_type;
+    PyObject *map_key; /* map_type as an int: a message's headers not read from Envoy yet */
+    Py_ssize_t owner, raw, eos, body_changed, headers, readonly; /* the message's slots */
+    Py_ssize_t request;                                           /* Response.request */
+} fast_phase;
+
+static struct {
+    PyObject *spec; /* keeps everything below alive */
+    PyObject *contexts, *ctx_proto, *new_states, *sent_upstream, *runtime_error;
+    Py_ssize_t replied, request, response, states, namespace_, view, store; /* the context's slots */
+    fast_phase phase[2]; /* 0 request, 1 response */
+} fast = {0};
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static void slot_set(PyObject *obj, Py_ssize_t off, PyObject *value) {
+    PyObject *old = SLOT(obj, off);
+    Py_XINCREF(value);
+    SLOT(obj, off) = value;
+    Py_XDECREF(old);
+}
+
+/* The offset of a __slots__ slot, looked up through the MRO (the context's slots are spread over
+ * Stream and _Context). */
+static Py_ssize_t member_offset(PyObject *obj, const char *name) {
+    PyObject *key = PyUnicode_FromString(name);
+    if (key == NULL) return -1;
+    PyObject *descr = _PyType_Lookup(Py_TYPE(obj), key); /* borrowed */
+    Py_DECREF(key);
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ slot", Py_TYPE(obj)->tp_name, name);
+        return -1;
+    }
+    return ((PyMemberDescrObject *)descr)->d_member->offset;
+}
+
+static int fast_phase_init(fast_phase *ph, PyObject *hooks, PyObject *proto, PyObject *resume, PyObject *tail,
+                           int body_none, PyObject *done, int map_type, int is_response) {
+    if (hooks != Py_None) {
+        if (!PyTuple_Check(hooks)) goto bad;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(hooks); i++) {
+            PyObject *step = PyTuple_GET_ITEM(hooks, i);
+            if (!PyTuple_Check(step) || PyTuple_GET_SIZE(step) != 3 || !PyLong_Check(PyTuple_GET_ITEM(step, 1)))
+                goto bad;
+        }
+    }
+    if (!PyTuple_Check(done) || PyTuple_GET_SIZE(done) != 2) goto bad;
+    ph->hooks = hooks == Py_None ? NULL : hooks;
+    ph->proto = proto;
+    ph->resume = resume;
+    ph->tail = tail;
+    ph->body_none = body_none;
+    ph->done_after[0] = PyObject_IsTrue(PyTuple_GET_ITEM(done, 0));
+    ph->done_after[1] = PyObject_IsTrue(PyTuple_GET_ITEM(done, 1));
+    ph->map_type = map_type;
+    ph->map_key = PyLong_FromLong(map_type);
+    if (ph->map_key == NULL) return -1;
+    if ((ph->owner = member_offset(proto, "_owner")) < 0 || (ph->raw = member_offset(proto, "_raw_headers")) < 0 ||
+        (ph->eos = member_offset(proto, "end_of_stream")) < 0 ||
+        (ph->body_changed = member_offset(proto, "_body_changed")) < 0 ||
+        (ph->headers = member_offset(proto, "_headers")) < 0 || (ph->readonly = member_offset(proto, "_readonly")) < 0)
+        return -1;
+    ph->request = 0;
+    if (is_response && (ph->request = member_offset(proto, "request")) < 0) return -1;
+    return 0;
+bad:
+    PyErr_SetString(PyExc_TypeError, "set_fast_path: malformed phase spec");
+    return -1;
+}
+
+/* A message whose headers no hook has read holds its map type instead of the map (make_headers
+ * reads it from Envoy on first use): most chains never read one of the two maps. That is only
+ * right while this callback runs: once it returns, the filters after this one (in Envoy's order)
+ * may change the map. So before Python takes over, and when the request's context outlives the
+ * callback, the map is copied out now, as the Python callbacks always do. */
+static int fast_snapshot(fast_phase *ph, PyObject *msg) {
+    PyObject *raw = SLOT(msg, ph->raw);
+    if (raw == NULL || !PyLong_CheckExact(raw)) return 0;
+    PyObject *blob = header_blob(ph->map_type);
+    if (blob == NULL) return -1;
+    slot_set(msg, ph->raw, blob);
+    Py_DECREF(blob);
+    return 0;
+}
+
+/* set_fast_path(spec | None): see InProxyRuntime.fast_path() for the tuple's fields. */
+static void fast_reset(void) {
+    PyObject *spec = fast.spec;
+    for (int i = 0; i < 2; i++) Py_XDECREF(fast.phase[i].map_key);
+    memset(&fast, 0, sizeof fast);
+    Py_XDECREF(spec);
+}
+
+static PyObject *host_set_fast_path(PyObject *self, PyObject *spec) {
+    fast_reset();
+    if (spec == Py_None) Py_RETURN_NONE;
+    if (headers_type == NULL) {
+        PyErr_SetString(PyExc_TypeError, "set_fast_path after set_headers_type");
+        return NULL;
+    }
+    PyObject *contexts, *ctx_proto, *new_states, *sent, *error, *hooks[2], *protos[2], *resume[2], *tail[2],
+        *done[2];
+    int body_none[2];
+    if (!PyArg_ParseTuple(spec, "O!OOOOOOOOOpOOOOOp", &PyDict_Type, &contexts, &ctx_proto, &new_states, &sent,
+                          &error, &hooks[0], &protos[0], &resume[0], &tail[0], &done[0], &body_none[0], &hooks[1],
+                          &protos[1], &resume[1], &tail[1], &done[1], &body_none[1]))
+        return NULL;
+    PyObject *probes[3] = {ctx_proto, protos[0], protos[1]};
+    for (int i = 0; i < 3; i++) { /* clonable prototypes, or TypeError now rather than per request */
+        PyObject *copy = host_clone(NULL, probes[i]);
+        if (copy == NULL) return NULL;
+        Py_DECREF(copy);
+    }
+    if ((fast.replied = member_offset(ctx_proto, "replied")) < 0 ||
+        (fast.request = member_offset(ctx_proto, "request")) < 0 ||
+        (fast.response = member_offset(ctx_proto, "response")) < 0 ||
+        (fast.states = member_offset(ctx_proto, "states")) < 0 ||
+        (fast.namespace_ = member_offset(ctx_proto, "_namespace")) < 0 ||
+        (fast.view = member_offset(ctx_proto, "_view")) < 0 || (fast.store = member_offset(ctx_proto, "_store")) < 0 ||
+        fast_phase_init(&fast.phase[0], hooks[0], protos[0], resume[0], tail[0], body_none[0], done[0], 0, 0) < 0 ||
+        fast_phase_init(&fast.phase[1], hooks[1], protos[1], resume[1], tail[1], body_none[1], done[1], 2, 1) < 0) {
+        fast_reset();
+        return NULL;
+    }
+    Py_INCREF(spec);
+    fast.spec = spec;
+    fast.contexts = contexts;
+    fast.ctx_proto = ctx_proto;
+    fast.new_states = new_states == Py_None ? NULL : new_states;
+    fast.sent_upstream = sent;
+    fast.runtime_error = error;
+    Py_RETURN_NONE;
+}
+
+/* fast_headers' answer when Python must run the whole callback (decided before any side effect). */
+#define FAST_DECLINED INT32_MIN
+
+static int32_t int_result(PyObject *res, int32_t on_error) {
+    if (res == NULL) {
+        PyErr_Print();
+        return on_error;
+    }
+    long v = res == Py_None ? 0 : PyLong_AsLong(res);
+    Py_DECREF(res);
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Print();
+        return on_error;
+    }
+    return (int32_t)v;
+}
+
+/* The pending exception as an object (traceback attached), or NULL (and the exception printed)
+ * when it is not an Exception: those (SystemExit, ...) end the callback as call_fn does. */
+static PyObject *fetch_exception(void) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Print();
+        return NULL;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+/* `res` from a Python step of this callback as its action; if it raised (or a C-API call of ours
+ * failed: `res` NULL), the runtime's error handler decides (InProxyRuntime._runtime_error). */
+static int32_t fast_result(PyObject *ctx, PyObject *res, int32_t on_error) {
+    if (res != NULL) return int_result(res, on_error);
+    PyObject *exc = fetch_exception();
+    if (exc == NULL) return on_error;
+    PyObject *handled = PyObject_CallFunction(fast.runtime_error, "OOi", ctx, exc, 1 /* StopIteration */);
+    Py_DECREF(exc);
+    return int_result(handled, on_error);
+}
+
+/* InProxyRuntime.on_request_headers (which == 0) / on_response_headers (1) in C; see above. */
+static int32_t fast_headers(int which, int32_t context_id, int32_t end_of_stream, int32_t on_error) {
+    fast_phase *ph = &fast.phase[which];
+    if (fast.spec == NULL || ph->hooks == NULL) return FAST_DECLINED;
+    PyObject *key = PyLong_FromLong(context_id);
+    if (key == NULL) {
+        PyErr_Print();
+        return on_error;
+    }
+    PyObject *ctx = PyDict_GetItemWithError(fast.contexts, key), *request = NULL, *msg = NULL;
+    int32_t out;
+    if (ctx == NULL) {
+        if (PyErr_Occurred() || which == 1) { /* a response without its request's context: Python */
+            PyErr_Clear();
+            Py_DECREF(key);
+            return FAST_DECLINED;
+        }
+        /* A request's context is made on its first callback that reaches Python. */
+        ctx = host_clone(NULL, fast.ctx_proto);
+        if (ctx == NULL) {
+            PyErr_Print();
+            Py_DECREF(key);
+            return on_error;
+        }
+        if (fast.new_states != NULL) { /* filters with per-request state: a list of their own */
+            PyObject *states = PyObject_CallNoArgs(fast.new_states);
+            if (states == NULL) goto failed;
+            slot_set(ctx, fast.states, states);
+            Py_DECREF(states);
+        }
+        if (PyDict_SetItem(fast.contexts, key, ctx) < 0) goto failed;
+    } else {
+        Py_INCREF(ctx);
+        if (SLOT(ctx, fast.replied) == Py_True) { /* Envoy running our own local reply through us */
+            out = 0;
+            goto done;
+        }
+    }
+    PyObject *eos = end_of_stream ? Py_True : Py_False;
+    if (which == 1) {
+        request = SLOT(ctx, fast.request);
+        if (request == NULL || Py_TYPE(request) != Py_TYPE(fast.phase[0].proto)) {
+            out = FAST_DECLINED; /* not a request this path made: Python (``_need_request``) */
+            goto done;
+        }
+        Py_INCREF(request);
+        /* ``_freeze_headers``: the request has gone upstream; response hooks read it only. */
+        PyObject *held_headers = SLOT(request, fast.phase[0].headers);
+        if (held_headers == NULL || held_headers == Py_None) {
+            slot_set(request, fast.phase[0].readonly, fast.sent_upstream);
+        } else if (Py_TYPE(held_headers) == headers_type) {
+            slot_set(held_headers, off_readonly, fast.sent_upstream);
+        } else if (PyObject_SetAttrString(held_headers, "_readonly_reason", fast.sent_upstream) < 0) {
+            goto failed;
+        }
+    }
+    msg = host_clone(NULL, ph->proto);
+    if (msg == NULL) goto failed;
+    slot_set(ctx, which ? fast.response : fast.request, msg);
+    slot_set(msg, ph->owner, ctx);
+    slot_set(msg, ph->raw, ph->map_key); /* read from Envoy if a hook reads the headers */
+    slot_set(msg, ph->eos, eos);
+    if (which == 1) slot_set(msg, ph->request, request);
+
+    /* ``Stream._run_sync``'s loop (the runtime's ``_lean_plan``): anything but "continue, body
+     * untouched" resumes in Python at that hook. */
+    PyObject *states = SLOT(ctx, fast.states);
+    Py_XINCREF(states);
+    Py_ssize_t n = PyTuple_GET_SIZE(ph->hooks);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *step = PyTuple_GET_ITEM(ph->hooks, i);
+        PyObject *namespace_ = PyTuple_GET_ITEM(step, 2);
+        if (namespace_ != Py_None) {
+            slot_set(ctx, fast.namespace_, namespace_);
+            PyObject *view = SLOT(ctx, fast.view);
+            if (view != NULL && view != Py_None && PyObject_SetAttrString(view, "namespace", namespace_) < 0) {
+                Py_XDECREF(states);
+                goto failed;
+            }
+        }
+        PyObject *state = states != NULL ? PyObject_GetItem(states, PyTuple_GET_ITEM(step, 1)) : NULL;
+        if (state == NULL) {
+            Py_XDECREF(states);
+            goto failed;
+        }
+        PyObject *args[2] = {msg, state};
+        PyObject *result = PyObject_Vectorcall(PyTuple_GET_ITEM(step, 0), args, 2, NULL);
+        Py_DECREF(state);
+        PyObject *exc = NULL;
+        if (result == NULL) {
+            exc = fetch_exception();
+            if (exc == NULL) { /* not an Exception: as the Python callback would end */
+                Py_XDECREF(states);
+                out = on_error;
+                goto done;
+            }
+        } else if (result == Py_None && SLOT(msg, ph->body_changed) != Py_True) {
+            Py_DECREF(result);
+            continue;
+        }
+        Py_XDECREF(states);
+        if (fast_snapshot(ph, msg) < 0) {
+            Py_XDECREF(result);
+            Py_XDECREF(exc);
+            goto failed;
+        }
+        PyObject *res = PyObject_CallFunction(ph->resume, "OOOOnOO", ctx, key, msg, eos, i,
+                                              result != NULL ? result : Py_None, exc != NULL ? exc : Py_None);
+        Py_XDECREF(result);
+        Py_XDECREF(exc);
+        out = fast_result(ctx, res, on_error);
+        goto done;
+    }
+    Py_XDECREF(states);
+
+    /* ``_headers_done`` / the callback's tail: a held body phase or metadata to emit: Python. */
+    PyObject *store = SLOT(ctx, fast.store);
+    if ((!ph->body_none && !end_of_stream) || (store != NULL && store != Py_None)) {
+        if (fast_snapshot(ph, msg) < 0) goto failed;
+        out = fast_result(ctx, PyObject_CallFunctionObjArgs(ph->tail, ctx, key, msg, eos, NULL), on_error);
+        goto done;
+    }
+    PyObject *headers = SLOT(msg, ph->headers); /* None: no hook read them, so none changed them */
+    if (headers != NULL && headers != Py_None) {
+        PyObject *touched = Py_TYPE(headers) == headers_type ? SLOT(headers, off_touched) : NULL;
+        if (touched == NULL || !PySet_Check(touched) || PySet_GET_SIZE(touched) > 0) {
+            PyObject *written = write_headers(ph->map_type, headers);
+            if (written == NULL) goto failed;
+            Py_DECREF(written);
+        }
+    }
+    if (ph->done_after[end_of_stream != 0]) { /* ``_finish``: nothing left for this request */
+        if (PyDict_DelItem(fast.contexts, key) < 0) goto failed;
+        slot_set(ctx, fast.request, Py_None);
+        slot_set(ctx, fast.response, Py_None);
+        held_remove(context_id);
+    } else if (fast_snapshot(ph, msg) < 0) {
+        goto failed;
+    }
+    out = 0;
+    goto done;
+failed:
+    out = fast_result(ctx, NULL, on_error);
+done:
+    Py_XDECREF(msg);
+    Py_XDECREF(request);
+    Py_XDECREF(ctx);
+    Py_DECREF(key);
+    return out;
+}
+
 /* A per-request callback: Continue (0) unless the runtime wants it; then Python, which may
  * keep state for the context until proxy_on_delete. */
 static int32_t per_request(int fn, int32_t bit, int32_t on_error, int32_t context_id, int32_t a, int32_t b,
                            int nargs) {
     if (!(wanted_callbacks & bit) || fns[fn] == NULL) return 0;
     held_add(context_id);
+    if (fn == FN_ON_REQUEST_HEADERS || fn == FN_ON_RESPONSE_HEADERS) {
+        int32_t action = fast_headers(fn == FN_ON_RESPONSE_HEADERS, context_id, b, on_error);
+        if (action != FAST_DECLINED) return action;
+    }
     return nargs == 3 ? call_fn(fn, 0, on_error, "(iii)", context_id, a, b)
                       : call_fn(fn, 0, on_error, "(ii)", context_id, a);
 }

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from .._attributes import Attributes, TlsInfo
@@ -76,6 +77,7 @@ _RESPONSE = _Direction(
     Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS,
     0,
 )
+_DIRECTIONS = (_REQUEST, _RESPONSE)
 
 
 _REQUEST_HEADERS = Phase.REQUEST_HEADERS
@@ -94,6 +96,8 @@ _MAP_REQUEST_HEADERS = HeaderMap.REQUEST_HEADERS
 _MAP_RESPONSE_HEADERS = HeaderMap.RESPONSE_HEADERS
 _CONTINUE = HeadersStatus.CONTINUE
 _STOP_ITERATION = HeadersStatus.STOP_ITERATION
+_HEADER_PHASES = (_REQUEST_HEADERS, _RESPONSE_HEADERS)
+_HEADER_MAPS = (_MAP_REQUEST_HEADERS, _MAP_RESPONSE_HEADERS)
 
 
 class _Context(Stream):
@@ -354,11 +358,12 @@ class InProxyRuntime:
         if ctx is not None:
             ctx._release()
 
-    # The two header callbacks are the hot path (a header-only chain gets nothing else): each is
-    # one Python frame around the chain's hooks, with ``_guard``'s logic, the context's and the
-    # messages' set-up (copies of prototypes) and ``Stream._run_sync``'s loop inline. Inside
-    # Envoy every Python call costs ~1,000 Wasm instructions, every object ~2,500, every
-    # bytecode ~100-200: what would be tidier as helper calls is spelled out here on purpose.
+    # The two header callbacks are the hot path (a header-only chain gets nothing else). Inside
+    # Envoy the shim runs their common case in C (``fast_path``); these Python versions serve
+    # the rest (a chain whose hooks need ``Stream._run_sync``, a response without its request's
+    # context) and hosts without the shim. Each is one Python frame around the chain's hooks,
+    # with ``_guard``'s logic and the messages' set-up (copies of prototypes) inline: inside
+    # Envoy every Python call costs ~1,000 Wasm instructions, every object ~2,500.
     def on_request_headers(self, context_id: int, num_headers: int, end_of_stream: int) -> int:
         contexts = self._contexts
         ctx = contexts.get(context_id)
@@ -370,7 +375,7 @@ class InProxyRuntime:
             # skips proxy_on_context_create: a header-only chain is entered twice per request).
             ctx = contexts[context_id] = self._clone(proto)
             if self._fresh_states:
-                ctx.states = [f.new_state() for f in ctx.chain.filters]
+                ctx.states = self._new_states()
         elif ctx.replied:
             return 0  # Envoy running our own local reply through us: pass
         try:
@@ -380,43 +385,7 @@ class InProxyRuntime:
             request._owner = ctx
             request._raw_headers = self._get_headers(_MAP_REQUEST_HEADERS)
             request.end_of_stream = eos
-            lean = self._lean[0]
-            reply = None
-            if lean is not None:
-                states = ctx.states
-                for position, hook, index, namespace in lean:  # ``Stream._run_sync``, inline
-                    if namespace is not None:
-                        ctx._namespace = namespace
-                        if ctx._view is not None:
-                            ctx._view.namespace = namespace
-                    try:
-                        result = hook(request, states[index])
-                    except Exception as exc:  # noqa: BLE001 - the filter's failure mode decides
-                        reply = self._lean_rest(ctx, _REQUEST_HEADERS, request, position, None, exc)
-                        break
-                    if result is not None or request._body_changed:
-                        reply = self._lean_rest(ctx, _REQUEST_HEADERS, request, position, result, None)
-                        break
-            elif self._plans[0]:
-                reply = ctx._run_sync(_REQUEST_HEADERS, request, self._plans[0])
-            if reply is not None:
-                return self._send(ctx, reply, _STOP_ITERATION)
-            # What the hooks changed goes back to Envoy (``_headers_done``, inline: hot path).
-            if self._modes[0] is not _NONE and not eos:
-                return self._headers_done(ctx, context_id, _REQUEST, request, eos)
-            if eos and request._body_changed:
-                self._body_dropped()
-            headers = request._headers  # None: no hook read them, so none changed them
-            if headers is not None and headers._touched:
-                self._write(_MAP_REQUEST_HEADERS, headers)
-            store = ctx._store
-            if store is not None and store._dirty:
-                self._emit_metadata(ctx)
-            if self._done_after[0][eos]:
-                del contexts[context_id]
-                ctx.request = ctx.response = None  # ``_finish``, inline
-                self._forget(context_id)
-            return _CONTINUE
+            return self._run_headers(0, ctx, context_id, request, eos)
         except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
             return self._runtime_error(ctx, exc, _STOP_ITERATION)
 
@@ -429,12 +398,12 @@ class InProxyRuntime:
                 return 0
             ctx = contexts[context_id] = self._clone(proto)
             if self._fresh_states:
-                ctx.states = [f.new_state() for f in ctx.chain.filters]
+                ctx.states = self._new_states()
         elif ctx.replied:
             return 0
         try:
             eos = end_of_stream != 0
-            # ``Stream._start_response``, inline (hot path).
+            # ``Stream._start_response``, inline.
             request = ctx.request
             if request is None:
                 request = ctx._need_request()
@@ -447,45 +416,105 @@ class InProxyRuntime:
             response._raw_headers = self._get_headers(_MAP_RESPONSE_HEADERS)
             response.end_of_stream = eos
             response.request = request
-            lean = self._lean[1]
-            reply = None
-            if lean is not None:
-                states = ctx.states
-                for position, hook, index, namespace in lean:  # ``Stream._run_sync``, inline
-                    if namespace is not None:
-                        ctx._namespace = namespace
-                        if ctx._view is not None:
-                            ctx._view.namespace = namespace
-                    try:
-                        result = hook(response, states[index])
-                    except Exception as exc:  # noqa: BLE001 - the filter's failure mode decides
-                        reply = self._lean_rest(ctx, _RESPONSE_HEADERS, response, position, None, exc)
-                        break
-                    if result is not None or response._body_changed:
-                        reply = self._lean_rest(ctx, _RESPONSE_HEADERS, response, position, result, None)
-                        break
-            elif self._plans[1]:
-                reply = ctx._run_sync(_RESPONSE_HEADERS, response, self._plans[1])
-            if reply is not None:
-                return self._send(ctx, reply, _STOP_ITERATION)
-            # What the hooks changed goes back to Envoy (``_headers_done``, inline: hot path).
-            if self._modes[1] is not _NONE and not eos:
-                return self._headers_done(ctx, context_id, _RESPONSE, response, eos)
-            if eos and response._body_changed:
-                self._body_dropped()
-            headers = response._headers  # None: no hook read them, so none changed them
-            if headers is not None and headers._touched:
-                self._write(_MAP_RESPONSE_HEADERS, headers)
-            store = ctx._store
-            if store is not None and store._dirty:
-                self._emit_metadata(ctx)
-            if self._done_after[1][eos]:
-                del contexts[context_id]
-                ctx.request = ctx.response = None  # ``_finish``, inline
-                self._forget(context_id)
-            return _CONTINUE
+            return self._run_headers(1, ctx, context_id, response, eos)
         except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
             return self._runtime_error(ctx, exc, _STOP_ITERATION)
+
+    def _new_states(self) -> list[Any]:
+        """A request's own state per filter (filters that keep per-request state)."""
+        assert self.chain is not None
+        return [f.new_state() for f in self.chain.filters]
+
+    def _run_headers(self, which: int, ctx: _Context, context_id: int, message: Any, eos: bool) -> int:
+        """A header phase's hooks (``which``: 0 request, 1 response) on a fresh message, then
+        ``_headers_tail``: what the shim's C fast path does, for the chains it leaves to Python."""
+        lean = self._lean[which]
+        if lean is None:
+            plan = self._plans[which]
+            reply = ctx._run_sync(_HEADER_PHASES[which], message, plan) if plan else None
+            if reply is not None:
+                return self._send(ctx, reply, _STOP_ITERATION)
+            return self._headers_tail(which, ctx, context_id, message, eos)
+        states = ctx.states
+        for position, hook, index, namespace in lean:  # ``Stream._run_sync``, inline
+            if namespace is not None:
+                ctx._namespace = namespace
+                if ctx._view is not None:
+                    ctx._view.namespace = namespace
+            try:
+                result = hook(message, states[index])
+            except Exception as exc:  # noqa: BLE001 - the filter's failure mode decides
+                return self._resume_headers(which, ctx, context_id, message, eos, position, None, exc)
+            if result is not None or message._body_changed:
+                return self._resume_headers(which, ctx, context_id, message, eos, position, result, None)
+        return self._headers_tail(which, ctx, context_id, message, eos)
+
+    def _resume_headers(
+        self,
+        which: int,
+        ctx: _Context,
+        context_id: int,
+        message: Any,
+        eos: bool,
+        position: int,
+        result: Any,
+        exc: Exception | None,
+    ) -> int:
+        """The inline hook loop (here or in the shim's C) met something other than "continue,
+        body untouched" at hook ``position``: finish the phase as ``Stream._run_sync`` would."""
+        reply = self._lean_rest(ctx, _HEADER_PHASES[which], message, position, result, exc)
+        if reply is not None:
+            return self._send(ctx, reply, _STOP_ITERATION)
+        return self._headers_tail(which, ctx, context_id, message, eos)
+
+    def _headers_tail(self, which: int, ctx: _Context, context_id: int, message: Any, eos: bool) -> int:
+        """After a header phase's hooks without a reply: write back what they changed, emit
+        metadata, and drop the context when no callback is left for it."""
+        if self._modes[which] is not _NONE and not eos:
+            return self._headers_done(ctx, context_id, _DIRECTIONS[which], message, eos)
+        if eos and message._body_changed:
+            self._body_dropped()
+        headers = message._headers  # None: no hook read them, so none changed them
+        if headers is not None and headers._touched:
+            self._write(_HEADER_MAPS[which], headers)
+        store = ctx._store
+        if store is not None and store._dirty:
+            self._emit_metadata(ctx)
+        if self._done_after[which][eos]:
+            del self._contexts[context_id]
+            ctx.request = ctx.response = None  # ``_finish``, inline
+            self._forget(context_id)
+        return _CONTINUE
+
+    def fast_path(self) -> tuple[Any, ...] | None:
+        """What the shim's C needs to run the header callbacks' common case itself (its
+        ``set_fast_path``; field order fixed there), or None before a configuration.
+
+        Per phase: the inline loop's hooks as ``(hook, filter index, namespace)``, or None when
+        ``Stream._run_sync`` must run them (then the shim calls the Python callback); the
+        message prototype; where to resume in Python (``_resume_headers``) and the tail for held
+        bodies and metadata (``_headers_tail``); when the context is done, by end of stream; and
+        whether the direction's body mode is NONE."""
+        if self._ctx_proto is None:
+            return None
+        spec: list[Any] = [
+            self._contexts,
+            self._ctx_proto,
+            self._new_states if self._fresh_states else None,
+            SENT_UPSTREAM,
+            self._runtime_error,
+        ]
+        for which, proto in ((0, self._request_proto), (1, self._response_proto)):
+            lean = self._lean[which]
+            spec += [
+                None if lean is None else tuple((hook, index, ns) for _, hook, index, ns in lean),
+                proto,
+                partial(self._resume_headers, which),
+                partial(self._headers_tail, which),
+                self._done_after[which],
+                self._modes[which] is _NONE,
+            ]
+        return tuple(spec)
 
     def _lean_rest(
         self,
@@ -556,7 +585,7 @@ class InProxyRuntime:
                 return 0  # not configured, or a callback the chain cannot act on: pass
             ctx = self._contexts[context_id] = self._clone(self._ctx_proto)
             if self._fresh_states:
-                ctx.states = [f.new_state() for f in ctx.chain.filters]
+                ctx.states = self._new_states()
         elif ctx.replied:
             return 0  # Envoy running our own local reply through us: pass
         try:

@@ -125,9 +125,13 @@ def bind(native: Any, *modules: types.ModuleType) -> dict[str, Any]:
     """
     runtime = InProxyRuntime(ShimHost(native), filters_in(*modules))
 
+    set_fast_path = getattr(native, "set_fast_path", None)
+
     def on_configure(configuration: bytes) -> bool:
         ok = runtime.on_configure(configuration)
         native.set_callbacks(runtime.wanted if ok else Callback.ALL)
+        if set_fast_path is not None:  # the header callbacks' common case in the shim's C
+            set_fast_path(runtime.fast_path() if ok else None)
         return ok
 
     return {
