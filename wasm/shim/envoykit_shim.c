@@ -1167,8 +1167,11 @@ EXPORT(proxy_on_configure) int32_t proxy_on_configure(int32_t root_id, int32_t c
     return ok != 0;
 }
 
-/* Contexts are made by the runtime on their first forwarded callback; nothing to do here. */
-EXPORT(proxy_on_context_create) void proxy_on_context_create(int32_t context_id, int32_t parent_id) {}
+/* Not exported, on purpose: proxy_on_context_create, proxy_on_log and proxy_on_done. The host
+ * treats a missing callback as a no-op (proxy-wasm-cpp-host checks for each export before calling
+ * it; proxy_on_done then counts as "done"), so Envoy skips three calls into V8 per request that
+ * would do nothing here: the runtime makes a request's context on its first forwarded callback
+ * and keeps nothing to log. */
 
 EXPORT(proxy_on_request_headers)
 int32_t proxy_on_request_headers(int32_t context_id, int32_t num_headers, int32_t end_of_stream) {
@@ -1206,10 +1209,6 @@ int32_t proxy_on_response_body(int32_t context_id, int32_t body_size, int32_t en
 EXPORT(proxy_on_response_trailers) int32_t proxy_on_response_trailers(int32_t context_id, int32_t num_trailers) {
     return per_request(FN_ON_RESPONSE_TRAILERS, CB_RESPONSE_TRAILERS, 0, context_id, num_trailers, 0, 2);
 }
-
-EXPORT(proxy_on_done) int32_t proxy_on_done(int32_t context_id) { return 1; }
-
-EXPORT(proxy_on_log) void proxy_on_log(int32_t context_id) {}
 
 EXPORT(proxy_on_delete) void proxy_on_delete(int32_t context_id) {
     if (held_remove(context_id)) call_fn(FN_ON_DELETE, 0, 0, "(i)", context_id);
