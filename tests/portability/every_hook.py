@@ -90,3 +90,13 @@ class EchoPath(HttpFilter):
 
     def on_response_headers(self, response: Response, state: NoState) -> None:
         response.headers.set("x-request-path", response.request.path)
+
+
+class Exit(HttpFilter):
+    """Raises SystemExit on /exit: a filter bug that must not end the VM (Envoy's worker keeps it)."""
+
+    name = "exit"
+
+    def on_request_headers(self, request: Request, state: NoState) -> None:
+        if request.path_only == "/exit":
+            raise SystemExit("bye")

@@ -50,3 +50,16 @@ def test_response_hooks_read_the_request_headers_no_request_hook_read(every_hook
         result = host.request("GET", path)
         assert result.status == 200
         assert result.response.headers.get("x-request-path") == path
+
+
+@pytest.mark.parametrize("failure_mode", ["closed", "open"])
+def test_system_exit_in_a_hook_fails_the_request_not_the_vm(every_hook_wasm: Path, failure_mode: str) -> None:
+    # SystemExit is not an Exception, so it skips the filter's failure mode; the shim still answers
+    # that request with a 500 and logs the traceback. It must not run CPython's exit handling,
+    # which would end the VM and with it every later request on this worker.
+    config = {"filters": [{"filter": "exit", "failure_mode": failure_mode}]}
+    host = WasmHost.load(every_hook_wasm, configuration=json.dumps(config))
+    failed = host.request("GET", "/exit")
+    assert failed.status == 500 and failed.upstream_request is None
+    assert any("SystemExit: bye" in line for line in host.log_messages()), host.log_messages()
+    assert host.request("GET", "/fine").status == 200

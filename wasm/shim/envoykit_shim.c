@@ -76,6 +76,22 @@ int32_t __imported_wasi_snapshot_preview1_path_symlink(int32_t a, int32_t b, int
 EXPORT(proxy_abi_version_0_2_1) void proxy_abi_version_0_2_1(void) {}
 EXPORT(proxy_on_memory_allocate) void *proxy_on_memory_allocate(size_t size) { return malloc(size); }
 
+/* The pending Python exception, with its traceback, to Envoy's log (via sys.stderr), then
+ * cleared. Not PyErr_Print: on SystemExit that runs CPython's exit handling, which ends the VM
+ * (and every later request of this Envoy worker), and it keeps the last traceback alive in sys. */
+static void report_error(void) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) return;
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) PyException_SetTraceback(value, tb);
+    PyErr_Display(type, value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    PyErr_Clear(); /* in case writing to stderr failed */
+}
+
 /* ---- _envoykit_host: host calls as a Python module ------------------------------------- */
 static PyObject *host_log(PyObject *self, PyObject *args) {
     int level;
@@ -659,14 +675,14 @@ static int start_python(void) {
     PyObject *runtime = PyImport_ImportModule("_envoykit_runtime"); /* stdio -> proxy_log */
     if (runtime == NULL) {
         log_str(4, "envoykit: importing _envoykit_runtime failed");
-        PyErr_Print();
+        report_error();
         return 0;
     }
     Py_DECREF(runtime);
     entry = PyImport_ImportModule("envoykit_inproxy_main");
     if (entry == NULL) {
         log_str(4, "envoykit: importing envoykit_inproxy_main failed");
-        PyErr_Print();
+        report_error();
         return 0;
     }
     load_entry_functions();
@@ -758,7 +774,7 @@ static PyObject *host_forget_context(PyObject *self, PyObject *arg) {
 }
 
 /* Call fns[fn](*args) and return it as an int: `dflt` if the function is absent or returns
- * None, `on_error` if it raises (the traceback goes to Envoy's log via stderr). */
+ * None, `on_error` if it raises (the traceback goes to Envoy's log: report_error). */
 static int32_t call_fn(int fn, int32_t dflt, int32_t on_error, const char *fmt, ...) {
     PyObject *callable = fns[fn];
     if (callable == NULL) return dflt;
@@ -770,13 +786,13 @@ static int32_t call_fn(int fn, int32_t dflt, int32_t on_error, const char *fmt, 
     Py_XDECREF(args);
     int32_t out = dflt;
     if (res == NULL) {
-        PyErr_Print();
+        report_error();
         out = on_error;
     } else {
         if (res != Py_None) {
             long v = PyLong_AsLong(res);
             if (v == -1 && PyErr_Occurred()) {
-                PyErr_Print();
+                report_error();
                 out = on_error;
             } else {
                 out = (int32_t)v;
@@ -948,23 +964,24 @@ static PyObject *host_set_fast_path(PyObject *self, PyObject *spec) {
 
 static int32_t int_result(PyObject *res, int32_t on_error) {
     if (res == NULL) {
-        PyErr_Print();
+        report_error();
         return on_error;
     }
     long v = res == Py_None ? 0 : PyLong_AsLong(res);
     Py_DECREF(res);
     if (v == -1 && PyErr_Occurred()) {
-        PyErr_Print();
+        report_error();
         return on_error;
     }
     return (int32_t)v;
 }
 
-/* The pending exception as an object (traceback attached), or NULL (and the exception printed)
- * when it is not an Exception: those (SystemExit, ...) end the callback as call_fn does. */
+/* The pending exception as an object (traceback attached), or NULL (and the exception logged)
+ * when it is not an Exception: those (SystemExit, ...) skip the filters' failure modes and end
+ * the callback as call_fn does (request headers: 500). */
 static PyObject *fetch_exception(void) {
     if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-        PyErr_Print();
+        report_error();
         return NULL;
     }
     PyObject *type, *value, *tb;
@@ -993,7 +1010,7 @@ static int32_t fast_headers(int which, int32_t context_id, int32_t end_of_stream
     if (fast.spec == NULL || ph->hooks == NULL) return FAST_DECLINED;
     PyObject *key = PyLong_FromLong(context_id);
     if (key == NULL) {
-        PyErr_Print();
+        report_error();
         return on_error;
     }
     PyObject *ctx = PyDict_GetItemWithError(fast.contexts, key), *request = NULL, *msg = NULL;
@@ -1007,17 +1024,19 @@ static int32_t fast_headers(int which, int32_t context_id, int32_t end_of_stream
         /* A request's context is made on its first callback that reaches Python. */
         ctx = host_clone(NULL, fast.ctx_proto);
         if (ctx == NULL) {
-            PyErr_Print();
+            report_error();
             Py_DECREF(key);
             return on_error;
         }
+        /* In the table first: if making its states fails, the error handler marks it replied and
+         * Envoy's later callbacks for this request (on the 500) find it and pass. */
+        if (PyDict_SetItem(fast.contexts, key, ctx) < 0) goto failed;
         if (fast.new_states != NULL) { /* filters with per-request state: a list of their own */
             PyObject *states = PyObject_CallNoArgs(fast.new_states);
             if (states == NULL) goto failed;
             slot_set(ctx, fast.states, states);
             Py_DECREF(states);
         }
-        if (PyDict_SetItem(fast.contexts, key, ctx) < 0) goto failed;
     } else {
         Py_INCREF(ctx);
         if (SLOT(ctx, fast.replied) == Py_True) { /* Envoy running our own local reply through us */
@@ -1027,11 +1046,12 @@ static int32_t fast_headers(int which, int32_t context_id, int32_t end_of_stream
     }
     PyObject *eos = end_of_stream ? Py_True : Py_False;
     if (which == 1) {
-        request = SLOT(ctx, fast.request);
-        if (request == NULL || Py_TYPE(request) != Py_TYPE(fast.phase[0].proto)) {
+        PyObject *held_request = SLOT(ctx, fast.request);
+        if (held_request == NULL || Py_TYPE(held_request) != Py_TYPE(fast.phase[0].proto)) {
             out = FAST_DECLINED; /* not a request this path made: Python (``_need_request``) */
             goto done;
         }
+        request = held_request;
         Py_INCREF(request);
         /* ``_freeze_headers``: the request has gone upstream; response hooks read it only. */
         PyObject *held_headers = SLOT(request, fast.phase[0].headers);
