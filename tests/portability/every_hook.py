@@ -100,3 +100,34 @@ class Exit(HttpFilter):
     def on_request_headers(self, request: Request, state: NoState) -> None:
         if request.path_only == "/exit":
             raise SystemExit("bye")
+
+
+class KeepFirst(HttpFilter):
+    """Keeps the first request it sees and tags each later one with that request's path: a message
+    a filter keeps past its callback still has the headers it had (not a later request's)."""
+
+    name = "keep-first"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.first: Request | None = None
+
+    def on_request_headers(self, request: Request, state: NoState) -> None:
+        if self.first is None:
+            self.first = request  # its headers unread here
+        else:
+            request.headers.set("x-first-path", self.first.path)
+
+
+class ExitLate(HttpFilter):
+    """SystemExit in on_response_headers on /exit-late (the response goes on), then the body hook
+    reads the response's headers, which no hook read before."""
+
+    name = "exit-late"
+
+    def on_response_headers(self, response: Response, state: NoState) -> None:
+        if response.request.path_only == "/exit-late":
+            raise SystemExit("late")
+
+    def on_response_body(self, response: Response, state: NoState) -> None:
+        response.body = response.headers.get("content-type", "none")

@@ -63,3 +63,26 @@ def test_system_exit_in_a_hook_fails_the_request_not_the_vm(every_hook_wasm: Pat
     assert failed.status == 500 and failed.upstream_request is None
     assert any("SystemExit: bye" in line for line in host.log_messages()), host.log_messages()
     assert host.request("GET", "/fine").status == 200
+
+
+def test_a_kept_request_keeps_its_own_headers(every_hook_wasm: Path) -> None:
+    # A request-only chain: the C path drops the context at the end of the request headers, its
+    # map unread. A filter that kept the message must still read that request's headers later,
+    # not whichever map is Envoy's current one (the next request's).
+    host = WasmHost.load(every_hook_wasm, configuration=json.dumps({"filters": [{"filter": "keep-first"}]}))
+    assert host.request("GET", "/first").status == 200
+    for path in ("/second", "/third"):
+        result = host.request("GET", path)
+        assert result.upstream_request is not None
+        assert result.upstream_request.headers.get("x-first-path") == "/first"
+
+
+def test_a_map_is_copied_before_a_system_exit_ends_its_callback(every_hook_wasm: Path) -> None:
+    # SystemExit in on_response_headers ends the callback (the response goes on) with the response's
+    # map unread; the context lives on, so the body hook must read the headers as they were then,
+    # not Envoy's map after the callback (here gone: it went downstream).
+    host = WasmHost.load(every_hook_wasm, configuration=json.dumps({"filters": [{"filter": "exit-late"}]}))
+    for path in ("/fine", "/exit-late"):
+        result = host.request("GET", path)
+        assert result.status == 200
+        assert result.response.body == b"text/plain", (path, host.log_messages())

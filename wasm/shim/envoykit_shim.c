@@ -898,8 +898,9 @@ bad:
 /* A message whose headers no hook has read holds its map type instead of the map (make_headers
  * reads it from Envoy on first use): most chains never read one of the two maps. That is only
  * right while this callback runs: once it returns, the filters after this one (in Envoy's order)
- * may change the map. So before Python takes over, and when the request's context outlives the
- * callback, the map is copied out now, as the Python callbacks always do. */
+ * may change the map, and a later request's callback has a map of its own. So before Python takes
+ * over, and when the message outlives the callback (in its context, or kept by a filter), the map
+ * is copied out now, as the Python callbacks always do. */
 static int fast_snapshot(fast_phase *ph, PyObject *msg) {
     PyObject *raw = SLOT(msg, ph->raw);
     if (raw == NULL || !PyLong_CheckExact(raw)) return 0;
@@ -1151,6 +1152,11 @@ static int32_t fast_headers(int which, int32_t context_id, int32_t end_of_stream
 failed:
     out = fast_result(ctx, NULL, on_error);
 done:
+    /* Whatever still holds the message after this callback (its context, after an exception that
+     * ended the callback early, or a filter that kept it past a dropped context) must read the
+     * headers this callback had, not Envoy's map later (changed by later filters, or another
+     * request's): copy it out now. Only a message nothing else holds skips the copy. */
+    if (msg != NULL && Py_REFCNT(msg) > 1 && fast_snapshot(ph, msg) < 0) report_error();
     Py_XDECREF(msg);
     Py_XDECREF(request);
     Py_XDECREF(ctx);
