@@ -131,3 +131,18 @@ class ExitLate(HttpFilter):
 
     def on_response_body(self, response: Response, state: NoState) -> None:
         response.body = response.headers.get("content-type", "none")
+
+
+class BadState(HttpFilter[EveryHookConfig, Seen]):
+    """Its per-request state cannot be made (``new_state`` raises): none of its hooks can run."""
+
+    name = "bad-state"
+
+    def new_state(self) -> Seen:
+        raise RuntimeError("no state")
+
+    def on_request_headers(self, request: Request, state: Seen) -> None:
+        request.headers.set("x-bad-state", "ran")
+
+    def on_response_headers(self, response: Response, state: Seen) -> None:
+        response.headers.set("x-bad-state", "ran")

@@ -86,3 +86,21 @@ def test_a_map_is_copied_before_a_system_exit_ends_its_callback(every_hook_wasm:
         result = host.request("GET", path)
         assert result.status == 200
         assert result.response.body == b"text/plain", (path, host.log_messages())
+
+
+@pytest.mark.parametrize("allow", [False, True])
+@pytest.mark.parametrize("failure_mode", ["closed", "open"])  # open: the Python callbacks, not the C path
+def test_a_state_that_cannot_be_made_is_a_runtime_error(
+    every_hook_wasm: Path, failure_mode: str, allow: bool
+) -> None:
+    # Without its state no hook of the filter can run: the runtime's error policy decides (500, or
+    # the request goes on with failure_mode_allow), and the request's later callbacks pass.
+    config = {"filters": [{"filter": "bad-state", "failure_mode": failure_mode}], "failure_mode_allow": allow}
+    host = WasmHost.load(every_hook_wasm, configuration=json.dumps(config))
+    result = host.request("GET", "/")
+    assert result.status == (200 if allow else 500), host.log_messages()
+    assert (result.upstream_request is not None) is allow
+    assert "x-bad-state" not in result.response.headers
+    if allow:
+        assert "x-bad-state" not in result.upstream_request.headers
+    assert any("RuntimeError: no state" in line for line in host.log_messages()), host.log_messages()

@@ -1029,12 +1029,16 @@ static int32_t fast_headers(int which, int32_t context_id, int32_t end_of_stream
             Py_DECREF(key);
             return on_error;
         }
-        /* In the table first: if making its states fails, the error handler marks it replied and
-         * Envoy's later callbacks for this request (on the 500) find it and pass. */
+        /* In the table first: if making its states fails, no filter can run for this request; it
+         * is marked replied, so Envoy's later callbacks for it (on the 500, or with
+         * failure_mode_allow on the response) find it and pass (InProxyRuntime._give_states). */
         if (PyDict_SetItem(fast.contexts, key, ctx) < 0) goto failed;
         if (fast.new_states != NULL) { /* filters with per-request state: a list of their own */
             PyObject *states = PyObject_CallNoArgs(fast.new_states);
-            if (states == NULL) goto failed;
+            if (states == NULL) {
+                slot_set(ctx, fast.replied, Py_True);
+                goto failed;
+            }
             slot_set(ctx, fast.states, states);
             Py_DECREF(states);
         }

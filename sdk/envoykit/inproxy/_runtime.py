@@ -375,7 +375,9 @@ class InProxyRuntime:
             # skips proxy_on_context_create: a header-only chain is entered twice per request).
             ctx = contexts[context_id] = self._clone(proto)
             if self._fresh_states:
-                ctx.states = self._new_states()
+                error = self._give_states(ctx)
+                if error is not None:
+                    return self._runtime_error(ctx, error, _STOP_ITERATION)
         elif ctx.replied:
             return 0  # Envoy running our own local reply through us: pass
         try:
@@ -398,7 +400,9 @@ class InProxyRuntime:
                 return 0
             ctx = contexts[context_id] = self._clone(proto)
             if self._fresh_states:
-                ctx.states = self._new_states()
+                error = self._give_states(ctx)
+                if error is not None:
+                    return self._runtime_error(ctx, error, _STOP_ITERATION)
         elif ctx.replied:
             return 0
         try:
@@ -424,6 +428,18 @@ class InProxyRuntime:
         """A request's own state per filter (filters that keep per-request state)."""
         assert self.chain is not None
         return [f.new_state() for f in self.chain.filters]
+
+    def _give_states(self, ctx: _Context) -> Exception | None:
+        """``ctx.states = self._new_states()``, or what a filter's ``new_state`` raised. Then no
+        filter can run for this request: its context is marked replied (every later callback
+        passes) and the caller hands the error to ``_runtime_error`` (500, or on with
+        ``failure_mode_allow``), as the shim's C path does."""
+        try:
+            ctx.states = self._new_states()
+        except Exception as exc:  # noqa: BLE001 - must never reach Envoy as a trap
+            ctx.replied = True
+            return exc
+        return None
 
     def _run_headers(self, which: int, ctx: _Context, context_id: int, message: Any, eos: bool) -> int:
         """A header phase's hooks (``which``: 0 request, 1 response) on a fresh message, then
@@ -585,7 +601,9 @@ class InProxyRuntime:
                 return 0  # not configured, or a callback the chain cannot act on: pass
             ctx = self._contexts[context_id] = self._clone(self._ctx_proto)
             if self._fresh_states:
-                ctx.states = self._new_states()
+                error = self._give_states(ctx)
+                if error is not None:
+                    return self._runtime_error(ctx, error, stop)
         elif ctx.replied:
             return 0  # Envoy running our own local reply through us: pass
         try:
