@@ -110,6 +110,7 @@ static PyObject *decode_pairs(const char *buf, size_t size, int text) {
     if (out == NULL || buf == NULL || size < 4) return out;
     uint32_t n;
     memcpy(&n, buf, 4);
+    if ((size - 4) / 8 < n) return out; /* malformed: the length table alone overruns the buffer */
     const char *lens = buf + 4;
     const char *data = lens + 8 * (size_t)n;
     for (uint32_t i = 0; i < n; i++) {
