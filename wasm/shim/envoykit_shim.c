@@ -79,17 +79,29 @@ EXPORT(proxy_on_memory_allocate) void *proxy_on_memory_allocate(size_t size) { r
 /* The pending Python exception, with its traceback, to Envoy's log (via sys.stderr), then
  * cleared. Not PyErr_Print: on SystemExit that runs CPython's exit handling, which ends the VM
  * (and every later request of this Envoy worker), and it keeps the last traceback alive in sys. */
+static PyObject *take_exception(void);
+
 static void report_error(void) {
+    PyObject *value = take_exception();
+    if (value == NULL) return;
+    PyObject *tb = PyException_GetTraceback(value);
+    PyErr_Display((PyObject *)Py_TYPE(value), value, tb);
+    Py_XDECREF(tb);
+    Py_DECREF(value);
+    PyErr_Clear(); /* in case writing to stderr failed */
+}
+
+/* The pending exception as a normalized object with its traceback attached (NULL if none is
+ * pending), and cleared. */
+static PyObject *take_exception(void) {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    if (type == NULL) return;
+    if (type == NULL) return NULL;
     PyErr_NormalizeException(&type, &value, &tb);
     if (tb != NULL && value != NULL) PyException_SetTraceback(value, tb);
-    PyErr_Display(type, value, tb);
     Py_XDECREF(type);
-    Py_XDECREF(value);
     Py_XDECREF(tb);
-    PyErr_Clear(); /* in case writing to stderr failed */
+    return value;
 }
 
 /* ---- _envoykit_host: host calls as a Python module ------------------------------------- */
@@ -139,26 +151,26 @@ static PyObject *decode_pairs(const char *buf, size_t size, int text) {
     return out;
 }
 
-static PyObject *host_get_header_map_pairs(PyObject *self, PyObject *args) {
-    int type;
-    if (!PyArg_ParseTuple(args, "i", &type)) return NULL;
+/* Envoy's header map `type`, decoded (decode_pairs); an empty list when the host has none. */
+static PyObject *map_pairs(int32_t type, int text) {
     char *ptr = NULL;
     size_t size = 0;
     if (proxy_get_header_map_pairs(type, &ptr, &size) != 0) return PyList_New(0);
-    PyObject *out = decode_pairs(ptr, size, 0);
+    PyObject *out = decode_pairs(ptr, size, text);
     free(ptr);
     return out;
+}
+
+static PyObject *host_get_header_map_pairs(PyObject *self, PyObject *args) {
+    int type;
+    if (!PyArg_ParseTuple(args, "i", &type)) return NULL;
+    return map_pairs(type, 0);
 }
 
 static PyObject *host_get_headers(PyObject *self, PyObject *arg) {
     long type = PyLong_AsLong(arg);
     if (type == -1 && PyErr_Occurred()) return NULL;
-    char *ptr = NULL;
-    size_t size = 0;
-    if (proxy_get_header_map_pairs((int32_t)type, &ptr, &size) != 0) return PyList_New(0);
-    PyObject *out = decode_pairs(ptr, size, 1);
-    free(ptr);
-    return out;
+    return map_pairs((int32_t)type, 1);
 }
 
 /* The header map as the raw pairs bytes (one copy, no decoding): the runtime keeps it and calls
@@ -237,11 +249,8 @@ static PyObject *host_make_headers(PyObject *self, PyObject *const *args, Py_ssi
     PyObject *items;
     if (PyLong_CheckExact(args[0])) { /* a map type: the header callback's map, still in Envoy */
         long type = PyLong_AsLong(args[0]);
-        char *ptr = NULL;
-        size_t fetched = 0;
-        if (proxy_get_header_map_pairs((int32_t)type, &ptr, &fetched) != 0) fetched = 0;
-        items = decode_pairs(ptr, fetched, 1);
-        free(ptr);
+        if (type == -1 && PyErr_Occurred()) return NULL;
+        items = map_pairs((int32_t)type, 1);
     } else {
         if (PyBytes_AsStringAndSize(args[0], &buf, &size) < 0) return NULL;
         items = decode_pairs(buf, (size_t)size, 1);
@@ -774,6 +783,22 @@ static PyObject *host_forget_context(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* A Python callback's result as a proxy-wasm action: None is 0; `on_error` if it raised or is
+ * not an int (the error logged). */
+static int32_t int_result(PyObject *res, int32_t on_error) {
+    if (res == NULL) {
+        report_error();
+        return on_error;
+    }
+    long v = res == Py_None ? 0 : PyLong_AsLong(res);
+    Py_DECREF(res);
+    if (v == -1 && PyErr_Occurred()) {
+        report_error();
+        return on_error;
+    }
+    return (int32_t)v;
+}
+
 /* Call fns[fn](*args) and return it as an int: `dflt` if the function is absent or returns
  * None, `on_error` if it raises (the traceback goes to Envoy's log: report_error). */
 static int32_t call_fn(int fn, int32_t dflt, int32_t on_error, const char *fmt, ...) {
@@ -785,23 +810,11 @@ static int32_t call_fn(int fn, int32_t dflt, int32_t on_error, const char *fmt, 
     va_end(va);
     PyObject *res = args ? PyObject_CallObject(callable, args) : NULL;
     Py_XDECREF(args);
-    int32_t out = dflt;
-    if (res == NULL) {
-        report_error();
-        out = on_error;
-    } else {
-        if (res != Py_None) {
-            long v = PyLong_AsLong(res);
-            if (v == -1 && PyErr_Occurred()) {
-                report_error();
-                out = on_error;
-            } else {
-                out = (int32_t)v;
-            }
-        }
+    if (res == Py_None) {
         Py_DECREF(res);
+        return dflt;
     }
-    return out;
+    return int_result(res, on_error);
 }
 
 /* ---- header callbacks in C (the runtime's hot path) ------------------------------------ */
@@ -964,20 +977,6 @@ static PyObject *host_set_fast_path(PyObject *self, PyObject *spec) {
 /* fast_headers' answer when Python must run the whole callback (decided before any side effect). */
 #define FAST_DECLINED INT32_MIN
 
-static int32_t int_result(PyObject *res, int32_t on_error) {
-    if (res == NULL) {
-        report_error();
-        return on_error;
-    }
-    long v = res == Py_None ? 0 : PyLong_AsLong(res);
-    Py_DECREF(res);
-    if (v == -1 && PyErr_Occurred()) {
-        report_error();
-        return on_error;
-    }
-    return (int32_t)v;
-}
-
 /* The pending exception as an object (traceback attached), or NULL (and the exception logged)
  * when it is not an Exception: those (SystemExit, ...) skip the filters' failure modes and end
  * the callback as call_fn does (request headers: 500). */
@@ -986,13 +985,7 @@ static PyObject *fetch_exception(void) {
         report_error();
         return NULL;
     }
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL) PyException_SetTraceback(value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
+    return take_exception();
 }
 
 /* `res` from a Python step of this callback as its action; if it raised (or a C-API call of ours
@@ -1149,9 +1142,7 @@ static int32_t fast_headers(int which, int32_t context_id, int32_t end_of_stream
         slot_set(ctx, fast.request, Py_None);
         slot_set(ctx, fast.response, Py_None);
         held_remove(context_id);
-    } else if (fast_snapshot(ph, msg) < 0) {
-        goto failed;
-    }
+    } /* else the context keeps the message: `done` copies its map out */
     out = 0;
     goto done;
 failed:

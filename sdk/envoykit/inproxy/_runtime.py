@@ -43,6 +43,7 @@ _ERROR_BODY = b"internal server error\n"
 
 @dataclass(frozen=True)
 class _Direction:
+    headers_phase: Phase
     headers_map: int
     trailers_map: int
     body_buffer: int
@@ -56,6 +57,7 @@ class _Direction:
 
 
 _REQUEST = _Direction(
+    Phase.REQUEST_HEADERS,
     HeaderMap.REQUEST_HEADERS,
     HeaderMap.REQUEST_TRAILERS,
     BufferType.HTTP_REQUEST_BODY,
@@ -67,6 +69,7 @@ _REQUEST = _Direction(
     Callback.RESPONSE_HEADERS | Callback.RESPONSE_BODY | Callback.RESPONSE_TRAILERS,
 )
 _RESPONSE = _Direction(
+    Phase.RESPONSE_HEADERS,
     HeaderMap.RESPONSE_HEADERS,
     HeaderMap.RESPONSE_TRAILERS,
     BufferType.HTTP_RESPONSE_BODY,
@@ -96,8 +99,6 @@ _MAP_REQUEST_HEADERS = HeaderMap.REQUEST_HEADERS
 _MAP_RESPONSE_HEADERS = HeaderMap.RESPONSE_HEADERS
 _CONTINUE = HeadersStatus.CONTINUE
 _STOP_ITERATION = HeadersStatus.STOP_ITERATION
-_HEADER_PHASES = (_REQUEST_HEADERS, _RESPONSE_HEADERS)
-_HEADER_MAPS = (_MAP_REQUEST_HEADERS, _MAP_RESPONSE_HEADERS)
 
 
 class _Context(Stream):
@@ -447,7 +448,7 @@ class InProxyRuntime:
         lean = self._lean[which]
         if lean is None:
             plan = self._plans[which]
-            reply = ctx._run_sync(_HEADER_PHASES[which], message, plan) if plan else None
+            reply = ctx._run_sync(_DIRECTIONS[which].headers_phase, message, plan) if plan else None
             if reply is not None:
                 return self._send(ctx, reply, _STOP_ITERATION)
             return self._headers_tail(which, ctx, context_id, message, eos)
@@ -478,7 +479,7 @@ class InProxyRuntime:
     ) -> int:
         """The inline hook loop (here or in the shim's C) met something other than "continue,
         body untouched" at hook ``position``: finish the phase as ``Stream._run_sync`` would."""
-        reply = self._lean_rest(ctx, _HEADER_PHASES[which], message, position, result, exc)
+        reply = self._lean_rest(ctx, _DIRECTIONS[which].headers_phase, message, position, result, exc)
         if reply is not None:
             return self._send(ctx, reply, _STOP_ITERATION)
         return self._headers_tail(which, ctx, context_id, message, eos)
@@ -486,13 +487,14 @@ class InProxyRuntime:
     def _headers_tail(self, which: int, ctx: _Context, context_id: int, message: Any, eos: bool) -> int:
         """After a header phase's hooks without a reply: write back what they changed, emit
         metadata, and drop the context when no callback is left for it."""
+        direction = _DIRECTIONS[which]
         if self._modes[which] is not _NONE and not eos:
-            return self._headers_done(ctx, context_id, _DIRECTIONS[which], message, eos)
+            return self._headers_done(ctx, context_id, direction, message, eos)
         if eos and message._body_changed:
             self._body_dropped()
         headers = message._headers  # None: no hook read them, so none changed them
         if headers is not None and headers._touched:
-            self._write(_HEADER_MAPS[which], headers)
+            self._write(direction.headers_map, headers)
         store = ctx._store
         if store is not None and store._dirty:
             self._emit_metadata(ctx)
